@@ -1,0 +1,1 @@
+"""Providers behind small contracts: SMTP, Twilio, HubSpot, webhook CRM, outbox."""

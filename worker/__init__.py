@@ -1,0 +1,3 @@
+"""Nurture: lead-nurture sequences as code."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""Settings from the environment (prefix `NURTURE_`, SPEC §7): one object, read once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NURTURE_", extra="ignore")
+
+    home: Path = Path(".nurture")
+    database_url: str | None = None
+    broker_url: str | None = None
+    sequences_dir: Path = Path("sequences")
+    templates_dir: Path = Path("templates")
+    outbox_dir: Path = Path("outbox")
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr | None = None
+    api_tokens: str | None = None
+    default_timezone: str = "UTC"
+    tracking: Literal["on", "off"] = "on"
+
+    email_backend: Literal["smtp", "outbox"] = "outbox"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    email_from: str = "Nurture <nurture@localhost>"
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key: SecretStr | None = None
+
+    sms_backend: Literal["twilio", "outbox"] = "outbox"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_whatsapp_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_base: str | None = None
+
+    crm_backend: Literal["hubspot", "webhook", "outbox", "none"] = "outbox"
+    hubspot_token: SecretStr | None = None
+    hubspot_api_base: str = "https://api.hubapi.com"
+    crm_webhook_url: str | None = None
+    crm_webhook_secret: SecretStr | None = None
+
+    shopify_webhook_secret: SecretStr | None = None
+    form_secret: SecretStr | None = None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings()

@@ -1,0 +1,66 @@
+"""`nurture preview`: render one step of a sequence for a sample or a given lead."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.compose import Composed, compose
+from worker.engine.checks import Go
+from worker.engine.schedule import channel_content, step_channel
+from worker.rendering import RenderError, render_preview, sample_context
+from worker.spec import models
+from worker.spec.catalog import Catalog
+
+
+def preview_step(catalog: Catalog, sequence_id: str, step_id: str, lead: Any) -> str:
+    """Every variant of the step, rendered; raises ValueError naming what is missing."""
+    definition = catalog.sequence(sequence_id)
+    if definition is None:
+        known = ", ".join(sorted(catalog.sequences)) or "none"
+        raise ValueError(f"no sequence {sequence_id!r} (sequences: {known})")
+    step: Any = next((s for s in definition.model.steps if s.id == step_id), None)
+    step = step or definition.one_off(step_id)
+    if step is None:
+        known = ", ".join(s.id for s in definition.model.steps)
+        raise ValueError(f"no step {step_id!r} in {sequence_id} (steps: {known})")
+    assert catalog.templates is not None
+    values = sample_context(lead, sequence=sequence_id, step=step_id, now=datetime.now(UTC))
+    values["sequence"]["name"] = definition.model.name
+    count = len(step.variants) if isinstance(step, models.VariantsStep) else 1
+    parts = []
+    for variant in range(count):
+        channel = step_channel(step, variant)
+        content = channel_content(step, variant)
+        heading = f"== {sequence_id} / {step_id}"
+        if count > 1:
+            heading += f" / variant {chr(ord('A') + variant)}"
+        parts.append(f"{heading} ({channel}) ==")
+        try:
+            parts.append(_render(catalog, channel, content, values))
+        except RenderError as exc:
+            raise ValueError(str(exc)) from exc
+    return "\n".join(parts)
+
+
+def _render(catalog: Catalog, channel: str, content: object, values: dict[str, Any]) -> str:
+    templates = catalog.templates
+    assert templates is not None
+    if channel in ("email", "sms", "whatsapp") and isinstance(content, str):
+        return render_preview(templates, channel, content, values)  # type: ignore[arg-type]
+    composed = compose(templates, Go(channel, content, None), values)
+    return _describe(composed)
+
+
+def _describe(composed: Composed) -> str:
+    if composed.channel == "crm_task":
+        lines = [f"Task: {composed.subject}", f"Priority: {composed.priority}"]
+        lines.append(f"Type: {composed.task_type}; due {composed.due_after_seconds or 0}s after")
+        if composed.body:
+            lines.append(composed.body)
+        return "\n".join(lines)
+    if composed.channel == "whatsapp":
+        return f"Content SID: {composed.content_sid}\nVariables: {composed.variables}"
+    email = composed.email
+    assert email is not None
+    return f"To: {composed.to}\nSubject: {email.subject}\n--- text ---\n{email.text}"

@@ -1,0 +1,1 @@
+"""The sequence file format: models, loader with file:line:column errors, validation."""
