@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from worker.compose import compose, context
 from worker.engine import timing
 from worker.engine.checks import Finish, Go, Switches, Wait
-from worker.engine.core import Engine
+from worker.engine.core import Engine, Migration
 from worker.engine.state import Entry, Event, Lead, LeadWorld, Outcome, StepRun, StepStatus
 from worker.rendering import RenderError
 from worker.schemas import EventTypeName, LeadIn
@@ -134,6 +134,20 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.catalog)
+
+    def redeploy(self, catalog: Catalog, at: datetime) -> dict[str, Migration]:
+        """A new version of the files: enrollments in flight follow it by step id."""
+        self.catalog = catalog
+        self.engine = Engine(catalog, new_id=self.engine.new_id)
+        report: dict[str, Migration] = {}
+        for enrollment in self.world.active():
+            definition = catalog.sequence(enrollment.sequence_id)
+            if definition is None or definition.version == enrollment.version:
+                continue
+            outcome, migration = self.engine.migrate(self.world, enrollment, definition, at)
+            self._absorb(outcome, at)
+            report[enrollment.id] = migration
+        return report
 
     def run(self, events: list[Event], start: datetime, enroll_into: list[str]) -> list[Entry]:
         order = itertools.count()

@@ -338,7 +338,7 @@ class Engine:
             events_seen=[event.type] if event else [],
         )
         world.enrollments.append(enrollment)
-        outcome.entries.append(Entry(now, definition.id, None, "enroll"))
+        outcome.entries.append(Entry(now, definition.id, None, "enroll", enrollment=enrollment.id))
         outcome.enrolled.append(definition.id)
         tz = self.schedule_tz(definition, world.lead)
         for index, step in enumerate(model.steps):
@@ -346,17 +346,20 @@ class Engine:
             if isinstance(step, models.VariantsStep):
                 weights = [v.weight for v in step.variants]
                 variant = choose_variant(world.lead.id, definition.id, step.id, weights)
-            run = StepRun(
-                step_id=step.id,
-                channel=step_channel(step, variant),
-                variant=variant,
-                version=definition.version,
-                anchored=enrollment.anchored and (step.after is None or index == 0),
+            enrollment.steps.append(
+                StepRun(
+                    step_id=step.id,
+                    channel=step_channel(step, variant),
+                    variant=variant,
+                    version=definition.version,
+                    anchored=enrollment.anchored and (step.after is None or index == 0),
+                )
             )
-            enrollment.steps.append(run)
+        # every run exists before any is scheduled: a `past` skip must not complete the rest
+        for index, (step, run) in enumerate(zip(model.steps, list(enrollment.steps), strict=True)):
             previous = anchor_at if index == 0 else None
             nominal = nominal_time(step, anchor_at, previous, tz)
-            if nominal is not None:
+            if nominal is not None and run.status is StepStatus.PENDING:
                 self._schedule(world, enrollment, definition, run, step, nominal, now, outcome)
         lead_pause = world.lead.pause
         if lead_pause is not None and lead_pause.active(now):
@@ -578,12 +581,17 @@ class Engine:
         run.status, run.reason, run.finished_at, run.due_at = status, reason, at, None
         enrollment = _owner(world, run)
         sequence = enrollment.sequence_id if enrollment else SCORING
+        owner_id = enrollment.id if enrollment else None
         if status is StepStatus.SENT:
             action = ACTION_OF_CHANNEL.get(run.channel or "", "send")
             channel = run.channel if action == "send" else None
-            outcome.entries.append(Entry(at, sequence, run.step_id, action, channel, None, subject))
+            outcome.entries.append(
+                Entry(at, sequence, run.step_id, action, channel, None, subject, owner_id)
+            )
         elif reason != "exited":
-            outcome.entries.append(Entry(at, sequence, run.step_id, "skip", run.channel, reason))
+            outcome.entries.append(
+                Entry(at, sequence, run.step_id, "skip", run.channel, reason, None, owner_id)
+            )
         if enrollment is None:
             return
         self._release_next(world, enrollment, run, at, outcome)
@@ -621,7 +629,9 @@ class Engine:
         if enrollment.active and all(run.finished for run in enrollment.steps):
             enrollment.status = "completed"
             enrollment.ended_at = at
-            outcome.entries.append(Entry(at, enrollment.sequence_id, None, "complete"))
+            outcome.entries.append(
+                Entry(at, enrollment.sequence_id, None, "complete", enrollment=enrollment.id)
+            )
 
     # -- exit, pause, resume ------------------------------------------------------------------
 
@@ -654,7 +664,11 @@ class Engine:
                     now,
                     None,
                 )
-        outcome.entries.append(Entry(now, enrollment.sequence_id, None, "exit", reason=reason))
+        outcome.entries.append(
+            Entry(
+                now, enrollment.sequence_id, None, "exit", reason=reason, enrollment=enrollment.id
+            )
+        )
         outcome.exited.append(enrollment.sequence_id)
 
     def pause(
@@ -699,7 +713,11 @@ class Engine:
         if enrollment.pause is not None:
             return
         self._pause_enrollment(world, enrollment, now, until, reason, by, "enrollment")
-        outcome.entries.append(Entry(now, enrollment.sequence_id, None, "pause", reason=reason))
+        outcome.entries.append(
+            Entry(
+                now, enrollment.sequence_id, None, "pause", reason=reason, enrollment=enrollment.id
+            )
+        )
 
     def _pause_enrollment(
         self,
@@ -737,7 +755,9 @@ class Engine:
         assert pause is not None
         enrollment.pause = None
         self._shift(world, enrollment, (now - pause.at) - pause.shifted, now)
-        outcome.entries.append(Entry(now, enrollment.sequence_id, None, "resume"))
+        outcome.entries.append(
+            Entry(now, enrollment.sequence_id, None, "resume", enrollment=enrollment.id)
+        )
 
     def expire_pauses(self, world: LeadWorld, now: datetime, outcome: Outcome) -> None:
         """Pauses whose end has come are over (their steps already moved when they began)."""
@@ -749,7 +769,15 @@ class Engine:
             pause = enrollment.pause
             if pause is not None and pause.until is not None and now >= pause.until:
                 enrollment.pause = None
-                outcome.entries.append(Entry(pause.until, enrollment.sequence_id, None, "resume"))
+                outcome.entries.append(
+                    Entry(
+                        pause.until,
+                        enrollment.sequence_id,
+                        None,
+                        "resume",
+                        enrollment=enrollment.id,
+                    )
+                )
 
     def _shift(
         self, world: LeadWorld, enrollment: Enrollment, delta: timedelta, now: datetime

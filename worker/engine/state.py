@@ -188,6 +188,7 @@ class Entry:
     channel: str | None = None
     reason: str | None = None
     subject: str | None = None
+    enrollment: str | None = None
 
 
 @dataclass
