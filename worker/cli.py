@@ -23,7 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+# piped or captured output is not a terminal: give tables room instead of wrapping at 80
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -61,6 +62,8 @@ def validate(
 ) -> None:
     """Check sequences, templates, scoring and policy; every error as file:line:column."""
     catalog = load(directory)
+    if not catalog.sequences:
+        fail(f"no sequence files in {folders(directory)[0]}: add sequences/<id>.yaml files")
     kinds = [f"{len(catalog.sequences)} sequence(s)"]
     if catalog.scoring is not None:
         kinds.append("scoring")

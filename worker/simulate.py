@@ -178,7 +178,7 @@ class Simulation:
                 self._absorb(self.engine.tick(self.world, now), now)
             else:
                 self._run_due(now)
-        return sorted(self.entries, key=lambda e: (e.at, e.sequence or "", e.step or ""))
+        return sorted(self.entries, key=timeline_order)
 
     def _enrolled_by(self, sequence_id: str, types: set[str]) -> bool:
         enroll = self.catalog.sequences[sequence_id].model.enroll
@@ -251,6 +251,13 @@ class Simulation:
                 self._absorb(outcome, now)
                 return
         self._absorb(self.engine.record_sent(self.world, run, now, subject=subject), now)
+
+
+def timeline_order(entry: Entry) -> tuple[datetime, str, str]:
+    """By time, sequence, step (SPEC §6); lines without a step come first at their instant,
+    except `complete`, which follows the step that completed the enrollment."""
+    step = entry.step or ("\uffff" if entry.action == "complete" else "")
+    return entry.at, entry.sequence or "", step
 
 
 def simulate(

@@ -128,7 +128,8 @@ def load_catalog(
         problems.extend(_check_sequence(definition, located_by_id[sequence_id], sequences))
     if scoring is not None:
         problems.extend(_check_scoring(*scoring, sequences))
-    problems.extend(_check_templates(sequences, scoring[0] if scoring else None, templates, root))
+    uses = _template_uses(sequences, located_by_id, scoring)
+    problems.extend(_check_templates(uses, templates, root))
     catalog = Catalog(
         sequences=sequences,
         scoring=scoring[0] if scoring else None,
@@ -237,50 +238,65 @@ def _check_scoring(
                 )
 
 
+Use = tuple[str, str, Located, list[str | int]]
+"""(channel, template name, the file that names it, where in that file)."""
+
+
 def _template_uses(
-    sequences: dict[str, SequenceDef], scoring: Scoring | None
-) -> Iterator[tuple[str, str, str]]:
-    """(channel, template name, where it is used) for every template the files name."""
-    for definition in sequences.values():
-        for step in definition.model.steps:
-            yield from _channel_templates(step, f"{definition.path} step {step.id}")
+    sequences: dict[str, SequenceDef],
+    located_by_id: dict[str, Located],
+    scoring: tuple[Scoring, Located] | None,
+) -> Iterator[Use]:
+    """Every template the files name, with the place that names it."""
+    for sequence_id, definition in sequences.items():
+        located = located_by_id[sequence_id]
+        for index, step in enumerate(definition.model.steps):
+            yield from _channel_templates(step, located, ["steps", index])
         for event_type, reactions in definition.model.on.items():
-            for reaction in reactions:
-                where = f"{definition.path} on {event_type}"
+            for index, reaction in enumerate(reactions):
+                loc: list[str | int] = ["on", event_type, index]
                 if isinstance(reaction, models.SendReaction):
-                    yield from _channel_templates(reaction.send, where)
+                    yield from _channel_templates(reaction.send, located, [*loc, "send"])
                 elif isinstance(reaction, models.NotifyReaction):
-                    yield "email", reaction.notify.template, where
+                    yield "email", reaction.notify.template, located, [*loc, "notify", "template"]
     if scoring is not None:
-        for segment, actions in scoring.on_segment.items():
-            for action in actions:
+        model, located = scoring
+        for segment, actions in model.on_segment.items():
+            for index, action in enumerate(actions):
                 if isinstance(action, models.NotifyReaction):
-                    yield "email", action.notify.template, f"scoring on_segment {segment}"
+                    where: list[str | int] = ["on_segment", segment, index, "notify", "template"]
+                    yield "email", action.notify.template, located, where
 
 
-def _channel_templates(holder: Any, where: str) -> Iterator[tuple[str, str, str]]:
-    sources = list(holder.variants) if isinstance(holder, models.VariantsStep) else [holder]
-    for source in sources:
+def _channel_templates(holder: Any, located: Located, loc: list[str | int]) -> Iterator[Use]:
+    if isinstance(holder, models.VariantsStep):
+        sources = [(v, [*loc, "variants", i]) for i, v in enumerate(holder.variants)]
+    else:
+        sources = [(holder, loc)]
+    for source, where in sources:
         for channel in models.MESSAGE_CHANNELS:
             value = getattr(source, channel, None)
             if isinstance(value, str):
-                yield channel, value, where
+                yield channel, value, located, [*where, channel]
         notify = getattr(source, "notify", None)
         if notify is not None:
-            yield "email", notify.template, where
+            yield "email", notify.template, located, [*where, "notify", "template"]
 
 
-def _check_templates(
-    sequences: dict[str, SequenceDef], scoring: Scoring | None, templates: Templates, root: Path
-) -> Iterator[Problem]:
+def _check_templates(uses: Iterator[Use], templates: Templates, root: Path) -> Iterator[Problem]:
+    """A missing template at the line that names it; a broken one at its own line."""
     checked: set[tuple[str, str]] = set()
-    for channel, name, where in _template_uses(sequences, scoring):
+    for channel, name, located, loc in uses:
+        path = templates.path(channel, name)  # type: ignore[arg-type]
+        if not path.exists():
+            yield located.problem(
+                loc, f"{channel}: no template {name!r}: create {_display(path, root)}"
+            )
+            continue
         if (channel, name) in checked:
             continue
         checked.add((channel, name))
         for problem in templates.check(channel, name):  # type: ignore[arg-type]
-            path = _display(problem.path, root)
-            message = problem.message
-            if not problem.path.exists():
-                message = f"{message} (used by {where})"
-            yield Problem(path, problem.line, problem.column, message)
+            yield Problem(
+                _display(problem.path, root), problem.line, problem.column, problem.message
+            )

@@ -88,6 +88,7 @@ def _plain(node: Any) -> Any:
     return node
 
 
+LIST_FIELDS = {"on", "exit_on", "skip", "days", "skip_dates"}
 UNION_TAGS = {*models.CHANNEL_KEYS, "variants", *models.REACTION_KEYS}
 UNION_MEMBERS = {"str", "WhatsappTemplate", "function-plain"}
 
@@ -127,6 +128,8 @@ def _message(error: ErrorDetails) -> tuple[str, bool]:
         if message.startswith(prefix):
             message = message[len(prefix) :]
     field = str(loc[-1]) if loc and isinstance(loc[-1], str) else None
+    if len(loc) >= 2 and isinstance(loc[-1], int) and loc[-2] in LIST_FIELDS:
+        field = str(loc[-2])
     if field and not message.startswith(field):
         message = f"{field}: {message}"
     return message, False
