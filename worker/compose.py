@@ -50,11 +50,13 @@ def context(
     }
 
 
-def compose(templates: Templates, go: Go, values: dict[str, Any]) -> Composed:
+def compose(
+    templates: Templates, go: Go, values: dict[str, Any], *, derive_text: bool = True
+) -> Composed:
     """Render every part before anything is sent; raises rendering.RenderError."""
     content = go.content
     if go.channel == "email" and isinstance(content, str):
-        email = templates.render_email(content, values)
+        email = templates.render_email(content, values, derive_text=derive_text)
         return Composed("email", subject=email.subject, email=email, to=go.address)
     if go.channel in ("sms", "whatsapp") and isinstance(content, str):
         channel: Channel = "sms" if go.channel == "sms" else "whatsapp"
@@ -75,6 +77,6 @@ def compose(templates: Templates, go: Go, values: dict[str, Any]) -> Composed:
             due_after_seconds=int(content.due.approximate().total_seconds()) if content.due else 0,
         )
     if isinstance(content, models.Notify):
-        email = templates.render_email(content.template, values)
+        email = templates.render_email(content.template, values, derive_text=derive_text)
         return Composed("notify", subject=email.subject, email=email, to=content.email)
     raise ValueError(f"nothing to compose for channel {go.channel!r}")

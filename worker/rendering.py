@@ -245,8 +245,14 @@ class Templates:
             return [exc.problem]
         return []
 
-    def render_email(self, name: str, context: Mapping[str, Any]) -> RenderedEmail:
-        """Render subject, preheader, HTML and text parts; all of it or RenderError."""
+    def render_email(
+        self, name: str, context: Mapping[str, Any], *, derive_text: bool = True
+    ) -> RenderedEmail:
+        """Render subject, preheader, HTML and text parts; all of it or RenderError.
+
+        `derive_text=False` leaves a text part that would be derived from the HTML empty: the
+        simulator needs to know the message renders, not its plain-text twin.
+        """
         path = self._existing("email", name)
         origin = _Origin(path, 1)
         source = self._loaded(path)
@@ -260,7 +266,7 @@ class Templates:
         preheader = None
         if meta.preheader is not None:
             preheader = " ".join(self._render(meta.preheader, values, origin).split()) or None
-        text = self._text_part(name, html, values)
+        text = self._text_part(name, html, values, derive=derive_text)
         if not meta.transactional:
             url = _unsubscribe_url(values, origin)
             html, text = _with_html_footer(html, url), _with_text_footer(text, url)
@@ -370,12 +376,12 @@ class Templates:
         self._inline[(filename, source)] = template
         return template
 
-    def _text_part(self, name: str, html: str, values: dict[str, Any]) -> str:
+    def _text_part(self, name: str, html: str, values: dict[str, Any], *, derive: bool) -> str:
         """The .txt.j2 part when there is one, else text derived from the HTML."""
         text_path = self.root / (name + TEXT_SUFFIX)
         if text_path.is_file():
             return self._render_file(name + TEXT_SUFFIX, values, _Origin(text_path, 1)).strip()
-        return _html_to_text(html)
+        return _html_to_text(html) if derive else ""
 
     def _render_file(self, template_name: str, values: dict[str, Any], fallback: _Origin) -> str:
         with self._reporting(fallback):

@@ -243,7 +243,7 @@ class Simulation:
         subject = None
         if templates is not None:
             try:
-                subject = compose(templates, go, values).subject
+                subject = compose(templates, go, values, derive_text=False).subject
             except RenderError:
                 outcome = self.engine.record_finished(
                     self.world, run, StepStatus.FAILED, "render_error", now
