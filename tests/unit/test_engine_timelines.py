@@ -8,12 +8,31 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.unit.conftest import CatalogFactory, lead, sends, timeline, utc
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.unit.conftest import EMAIL, CatalogFactory, lead, sends, timeline, utc
 from worker.engine.checks import Finish, Go, Switches, Wait
 from worker.engine.core import Engine
 from worker.engine.state import Event, LeadWorld, StepStatus
+from worker.simulate import Simulation, timeline_order
+from worker.spec.catalog import Catalog, load_catalog
+from worker.spec.loader import Problem
 
 BERLIN = "Europe/Berlin"
+
+
+def load_catalog_from(root: Path, files: dict[str, str]) -> tuple[Catalog, list[Problem]]:
+    (root / "sequences").mkdir()
+    for name, text in files.items():
+        (root / "sequences" / f"{name}.yaml").write_text(textwrap.dedent(text))
+    for name in "abcd":
+        path = root / "templates" / "t" / f"{name}.html.j2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(EMAIL)
+    return load_catalog(root / "sequences", root / "templates")
 
 
 def test_weekday_window_moves_a_sunday_step_to_monday_nine_local(
@@ -685,3 +704,52 @@ def test_lead_inactive_is_emitted_once_per_quiet_spell(make_catalog: CatalogFact
         until="2027-02-01T00:00:00Z",
     )
     assert sends(entries) == [("2026-12-01T10:00", "miss-you", "send")]
+
+
+def test_a_sequence_edit_retimes_removes_and_skips_by_step_id(
+    make_catalog: CatalogFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    v1 = """
+    name: S
+    enroll: {on: signed_up}
+    steps:
+      - {id: a, day: 1, email: t/a}
+      - {id: b, day: 3, email: t/b}
+      - {id: c, day: 5, email: t/c}
+      - {id: d, day: 7, email: t/d}
+    """
+    v2 = """
+    name: S
+    enroll: {on: signed_up}
+    steps:
+      - {id: a, day: 1, email: t/a}
+      - {id: e, day: 2, email: t/b}
+      - {id: c, day: 4, email: t/c}
+      - {id: d, day: 7, email: t/d}
+      - {id: f, day: 9, email: t/a}
+    """
+    before = make_catalog({"s": v1})
+    t0 = utc("2026-11-20T10:00:00Z")
+    simulation = Simulation(before, LeadWorld(lead()), t0 + timedelta(days=1, hours=1))
+    simulation.run([Event("signed_up", t0)], t0, [])
+    after, problems = load_catalog_from(tmp_path_factory.mktemp("v2"), {"s": v2})
+    assert not problems
+    report = simulation.redeploy(after, t0 + timedelta(days=1, hours=1))
+    simulation.until = t0 + timedelta(days=30)
+    simulation.run([], t0 + timedelta(days=1, hours=1), [])
+    [migration] = report.values()
+    assert (migration.retimed, migration.removed, migration.skipped, migration.added) == (
+        1,
+        1,
+        1,
+        2,
+    )
+    entries = sorted(simulation.entries, key=timeline_order)
+    assert sends(entries) == [
+        ("2026-11-20T10:00", "a", "send"),
+        ("2026-11-23T10:00", "c", "send"),  # Day 4 now
+        ("2026-11-26T10:00", "d", "send"),
+        ("2026-11-28T10:00", "f", "send"),
+    ]
+    skipped = [(e.step, e.reason) for e in entries if e.action == "skip"]
+    assert skipped == [("b", "removed"), ("e", "past")]
