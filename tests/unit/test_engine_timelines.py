@@ -6,9 +6,8 @@ November and UTC+2 until the end of summer time on 2026-10-25 at 03:00 local.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
