@@ -198,9 +198,8 @@ class Simulation:
         self._absorb(self.engine.apply_event(self.world, event, now), now)
 
     def _absorb(self, outcome: Outcome, now: datetime) -> None:
+        self.engine.settle(self.world, outcome, now)
         self.entries.extend(outcome.entries)
-        for emitted in outcome.emitted:
-            self._apply(emitted, now)
 
     def _next_due(self) -> datetime | None:
         times = [r.due_at for r in self.engine.due_runs(self.world) if r.due_at is not None]

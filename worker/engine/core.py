@@ -176,6 +176,24 @@ class Engine:
             self._enroll_by_name(world, target, event, now, outcome)
         return outcome
 
+    def settle(
+        self, world: LeadWorld, outcome: Outcome, now: datetime, limit: int = 100
+    ) -> list[Event]:
+        """Apply the events an outcome emitted, and theirs in turn, into the same outcome.
+
+        Returns the events applied (the shell stores them). `limit` stops a loop that
+        scoring files could make (enroll → event → enroll …)."""
+        applied: list[Event] = []
+        queue = list(outcome.emitted)
+        outcome.emitted.clear()
+        while queue and len(applied) < limit:
+            event = queue.pop(0)
+            applied.append(event)
+            follow = self.apply_event(world, event, now)
+            outcome.entries.extend(follow.entries)
+            queue.extend(follow.emitted)
+        return applied
+
     def _track_activity(self, lead: Lead, event: Event) -> None:
         if event.type in NOT_ACTIVITY:
             return

@@ -1,0 +1,84 @@
+"""The contracts every provider keeps: one per channel, two kinds of failure.
+
+Core code talks to these and never imports smtplib, twilio or httpx. A provider raises
+`TemporaryError` (worth retrying: SMTP 4xx, a dropped connection, Twilio 429/5xx) or
+`PermanentError` (not: SMTP 5xx, Twilio 21610/21211); only the task decides how often to retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class ProviderError(Exception):
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TemporaryError(ProviderError):
+    """Try again later; nothing was accepted."""
+
+
+class PermanentError(ProviderError):
+    """Do not try again. `suppress` names the reason to stop contacting the address, if any."""
+
+    def __init__(self, message: str, *, code: str | None = None, suppress: str | None = None):
+        super().__init__(message, code=code)
+        self.suppress = suppress
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+    segments: int | None = None
+
+
+@dataclass(frozen=True)
+class EmailMessage:
+    to: str
+    subject: str
+    html: str
+    text: str
+    from_address: str
+    reply_to: str | None = None
+    preheader: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Message-ID, List-Unsubscribe, X-Nurture-Step-Run …"""
+
+
+@dataclass(frozen=True)
+class TextMessage:
+    to: str
+    channel: str  # sms | whatsapp
+    body: str | None = None
+    content_sid: str | None = None
+    variables: dict[str, str] | None = None
+    reference: str = ""
+    """The step run's id: an idempotency handle where the provider has one."""
+
+
+@dataclass(frozen=True)
+class CrmTaskRequest:
+    email: str | None
+    subject: str
+    body: str | None
+    priority: str
+    task_type: str
+    due_after_seconds: int
+    reference: str
+
+
+class EmailSender(Protocol):
+    def send(self, message: EmailMessage) -> SendResult: ...
+
+
+class TextSender(Protocol):
+    def send(self, message: TextMessage) -> SendResult: ...
+
+
+class Crm(Protocol):
+    def create_task(self, task: CrmTaskRequest) -> SendResult: ...
+
+    def push(self, changes: list[dict[str, Any]]) -> None: ...

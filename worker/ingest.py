@@ -1,0 +1,86 @@
+"""Events in: store the event (idempotent on its id), find or merge the lead, run the engine
+(scoring, exits, reactions, enrollments) and write every resulting step run — one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from worker.engine.core import Engine
+from worker.engine.state import Event, Outcome
+from worker.schemas import EventIn
+from worker.store.leads import find_or_create
+from worker.store.tables import EventRow
+from worker.store.worlds import Loaded, add_timeline, load_world, lock_lead, new_id, save_world
+
+
+@dataclass(frozen=True)
+class Ingested:
+    event_id: str
+    lead_id: str
+    duplicate: bool = False
+    enrolled: list[str] = field(default_factory=list)
+    exited: list[str] = field(default_factory=list)
+
+
+def ingest(
+    session: Session, engine: Engine, event_in: EventIn, now: datetime, *, source: str = "api"
+) -> Ingested:
+    """The caller's transaction commits; a concurrent duplicate id fails on the unique key."""
+    if event_in.id is not None:
+        seen = session.execute(
+            select(EventRow).where(col(EventRow.idempotency_key) == event_in.id)
+        ).scalar_one_or_none()
+        if seen is not None:
+            return Ingested(seen.id, seen.lead_id, duplicate=True)
+    lead_row = find_or_create(session, event_in.lead, now, source)
+    session.flush()
+    locked = lock_lead(session, lead_row.id)
+    assert locked is not None
+    loaded = load_world(session, locked, now)
+    event = event_in.to_event(now)
+    event_id = store_event(session, lead_row.id, event, now, source, event_in.id)
+    outcome = engine.apply_event(loaded.world, event, now)
+    enrolled, exited = list(outcome.enrolled), list(outcome.exited)
+    finish(session, engine, loaded, outcome, now)
+    return Ingested(event_id, lead_row.id, enrolled=enrolled, exited=exited)
+
+
+def store_event(
+    session: Session,
+    lead_id: str,
+    event: Event,
+    now: datetime,
+    source: str,
+    idempotency_key: str | None = None,
+) -> str:
+    event_id = new_id()
+    session.add(
+        EventRow(
+            id=event_id,
+            idempotency_key=idempotency_key,
+            lead_id=lead_id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            received_at=now,
+            properties=event.properties,
+            source=source,
+        )
+    )
+    return event_id
+
+
+def finish(
+    session: Session, engine: Engine, loaded: Loaded, outcome: Outcome, now: datetime
+) -> None:
+    """Apply what the outcome emitted, then write the world, its timeline and its wake time."""
+    for emitted in engine.settle(loaded.world, outcome, now):
+        store_event(session, loaded.lead_row.id, emitted, now, "worker")
+    save_world(session, loaded, now)
+    add_timeline(session, loaded.lead_row.id, outcome.entries)
+    loaded.lead_row.wake_at = engine.next_wakeup(loaded.world, now)
+    session.add(loaded.lead_row)

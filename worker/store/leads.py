@@ -1,0 +1,85 @@
+"""Finding and merging leads: by external_id, then email (case-insensitive), then phone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from worker.schemas import LeadIn
+from worker.store.tables import LeadRow
+from worker.store.worlds import new_id
+
+
+def find_lead(
+    session: Session,
+    *,
+    external_id: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+) -> LeadRow | None:
+    for column, value in (
+        (col(LeadRow.external_id), external_id),
+        (col(LeadRow.email), email.lower() if email else None),
+        (col(LeadRow.phone), phone),
+    ):
+        if value:
+            found: LeadRow | None = session.execute(
+                select(LeadRow).where(column == value)
+            ).scalar_one_or_none()
+            if found is not None:
+                return found
+    return None
+
+
+def find_or_create(session: Session, data: LeadIn, now: datetime, source: str) -> LeadRow:
+    """The lead these identities name, created when new; new identities and attributes merge."""
+    row = find_lead(session, external_id=data.external_id, email=data.email, phone=data.phone)
+    if row is None:
+        row = LeadRow(id=new_id(), created_at=now, updated_at=now)
+        session.add(row)
+    merge(session, row, data, now, source)
+    return row
+
+
+def merge(session: Session, row: LeadRow, data: LeadIn, now: datetime, source: str) -> None:
+    """Fill in what the lead did not have; an identity another lead holds is left alone."""
+    for name, value in (
+        ("external_id", data.external_id),
+        ("email", data.email.lower() if data.email else None),
+        ("phone", data.phone),
+    ):
+        if value and getattr(row, name) != value and not _taken(session, name, value, row.id):
+            setattr(row, name, value)
+    for name in ("first_name", "last_name", "timezone"):
+        value = getattr(data, name)
+        if value:
+            setattr(row, name, value)
+    if data.attributes:
+        row.attributes = {**row.attributes, **data.attributes}
+    if data.consent is not None:
+        consent = dict(row.consent)
+        for channel, granted in data.consent.model_dump(exclude_none=True).items():
+            consent[channel] = {"granted": granted, "at": now.isoformat(), "source": source}
+        row.consent = consent
+    row.updated_at = now
+
+
+def _taken(session: Session, name: str, value: str, lead_id: str) -> bool:
+    column = getattr(LeadRow, name)
+    statement = select(func.count()).where(column == value, col(LeadRow.id) != lead_id)
+    return bool(session.execute(statement).scalar_one())
+
+
+def lead_summary(row: LeadRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "email": row.email,
+        "phone": row.phone,
+        "external_id": row.external_id,
+        "first_name": row.first_name,
+        "last_name": row.last_name,
+        "timezone": row.timezone,
+    }

@@ -1,0 +1,219 @@
+"""The database is the truth: leads, events, enrollments, step runs, messages, the timeline,
+the CRM outbox and the operator switches. Every pending step is a row with `due_at`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, String, Text, TypeDecorator, text
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _time(*, index: bool = False, nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), index=index, nullable=nullable))
+
+
+def _json(default: Any) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+def _json_or_null() -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class LeadRow(SQLModel, table=True):
+    __tablename__ = "leads"
+
+    id: str = Field(primary_key=True, max_length=32)
+    email: str | None = Field(default=None, sa_column=Column(String(320), unique=True))
+    phone: str | None = Field(default=None, sa_column=Column(String(32), unique=True))
+    external_id: str | None = Field(default=None, sa_column=Column(String(200), unique=True))
+    first_name: str | None = None
+    last_name: str | None = None
+    timezone: str | None = None
+    attributes: dict[str, Any] = _json(dict)
+    consent: dict[str, Any] = _json(dict)
+    """channel → {granted, at, source}."""
+    suppressions: dict[str, str] = _json(dict)
+    score: dict[str, Any] = _json(dict)
+    """entries, segment and fired segments (worker.engine.scoring.ScoreState)."""
+    segment: str | None = None
+    history: list[str] = _json(list)
+    last_activity_at: datetime | None = _time()
+    inactive_notified: bool = False
+    last_inbound_whatsapp_at: datetime | None = _time()
+    pause: dict[str, Any] | None = _json_or_null()
+    wake_at: datetime | None = _time(index=True)
+    """When time alone next changes this lead (a decaying score, a quiet spell)."""
+    erased: bool = False
+    created_at: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False)
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+
+    id: str = Field(primary_key=True, max_length=32)
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), unique=True))
+    lead_id: str = Field(index=True, max_length=32)
+    type: str = Field(max_length=200)
+    occurred_at: datetime = _time(nullable=False)
+    received_at: datetime = _time(nullable=False)
+    properties: dict[str, Any] = _json(dict)
+    source: str = Field(default="api", max_length=40)
+
+
+class EnrollmentRow(SQLModel, table=True):
+    __tablename__ = "enrollments"
+    __table_args__ = (Index("ix_enrollments_lead_sequence", "lead_id", "sequence_id", "key"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    lead_id: str = Field(max_length=32)
+    sequence_id: str = Field(index=True, max_length=100)
+    key: str | None = Field(default=None, max_length=500)
+    status: str = Field(default="active", max_length=20)
+    enrolled_at: datetime = _time(nullable=False)
+    anchor_at: datetime = _time(nullable=False)
+    anchored: bool = False
+    version: str = Field(max_length=40)
+    event: dict[str, Any] | None = _json_or_null()
+    events_seen: list[str] = _json(list)
+    pause: dict[str, Any] | None = _json_or_null()
+    shift_seconds: float = 0
+    exit_reason: str | None = None
+    ended_at: datetime | None = _time()
+
+
+class StepRunRow(SQLModel, table=True):
+    __tablename__ = "step_runs"
+    __table_args__ = (
+        # what the dispatcher scans: only waiting rows, in due order
+        Index(
+            "ix_step_runs_due",
+            "due_at",
+            postgresql_where=text("status = 'pending' AND due_at IS NOT NULL"),
+            sqlite_where=text("status = 'pending' AND due_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_step_runs_leased",
+            "lease_until",
+            postgresql_where=text("status IN ('queued', 'claimed', 'sending')"),
+            sqlite_where=text("status IN ('queued', 'claimed', 'sending')"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    lead_id: str = Field(index=True, max_length=32)
+    enrollment_id: str | None = Field(default=None, index=True, max_length=32)
+    sequence_id: str = Field(max_length=100)
+    step_id: str = Field(max_length=200)
+    kind: str = Field(default="step", max_length=10)
+    position: int = 0
+    status: str = Field(default="pending", max_length=20)
+    """pending → queued (leased to a task) → claimed (checks passed) → sending (handed to the
+    provider) → sent | skipped | failed | unknown."""
+    due_at: datetime | None = _time()
+    nominal_at: datetime | None = _time()
+    anchored: bool = False
+    channel: str | None = Field(default=None, max_length=20)
+    variant: int | None = None
+    reason: str | None = Field(default=None, max_length=200)
+    hold: str | None = Field(default=None, max_length=40)
+    finished_at: datetime | None = _time()
+    sent_at: datetime | None = _time()
+    version: str | None = Field(default=None, max_length=40)
+    git_commit: str | None = Field(default=None, max_length=40)
+    attempts: int = 0
+    event: dict[str, Any] | None = _json_or_null()
+    lease_until: datetime | None = _time()
+    claimed_at: datetime | None = _time()
+    provider_message_id: str | None = Field(default=None, max_length=200)
+
+
+class MessageRow(SQLModel, table=True):
+    __tablename__ = "messages"
+
+    id: str = Field(primary_key=True, max_length=32)
+    step_run_id: str = Field(index=True, max_length=32)
+    lead_id: str = Field(index=True, max_length=32)
+    channel: str = Field(max_length=20)
+    to: str | None = Field(default=None, max_length=320)
+    subject: str | None = None
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    provider_message_id: str | None = Field(default=None, index=True, max_length=200)
+    status: str = Field(default="accepted", max_length=20)
+    sent_at: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False)
+
+
+class TimelineRow(SQLModel, table=True):
+    __tablename__ = "timeline"
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: str = Field(index=True, max_length=32)
+    at: datetime = _time(nullable=False)
+    sequence_id: str | None = Field(default=None, max_length=100)
+    step_id: str | None = Field(default=None, max_length=200)
+    enrollment_id: str | None = Field(default=None, max_length=32)
+    action: str = Field(max_length=20)
+    channel: str | None = Field(default=None, max_length=20)
+    reason: str | None = Field(default=None, max_length=200)
+    subject: str | None = None
+
+
+class CrmChangeRow(SQLModel, table=True):
+    """Changes to tell the CRM, written with the change itself and pushed later in order."""
+
+    __tablename__ = "crm_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: str = Field(index=True, max_length=32)
+    kind: str = Field(max_length=40)
+    payload: dict[str, Any] = _json(dict)
+    created_at: datetime = _time(nullable=False)
+    pushed_at: datetime | None = _time()
+    attempts: int = 0
+
+
+class SwitchRow(SQLModel, table=True):
+    """Operator holds: `sends` (the incident switch), `sequence:<id>` paused or retired."""
+
+    __tablename__ = "switches"
+
+    name: str = Field(primary_key=True, max_length=140)
+    value: str = Field(max_length=40)
+    changed_at: datetime = _time(nullable=False)
+    changed_by: str | None = None
+
+
+class SequenceVersionRow(SQLModel, table=True):
+    __tablename__ = "sequence_versions"
+
+    sequence_id: str = Field(primary_key=True, max_length=100)
+    version: str = Field(max_length=40)
+    git_commit: str | None = Field(default=None, max_length=40)
+    loaded_at: datetime = _time(nullable=False)
+    present: bool = True
