@@ -1,0 +1,151 @@
+"""Events in, steps out, on the embedded database (SQLite) with a real SMTP sink."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.integration.conftest import Sink
+from worker.config import Settings
+from worker.dispatch import claim_due, sweep
+from worker.ingest import ingest
+from worker.runtime import Runtime, build
+from worker.schemas import EventIn
+from worker.sending import send_step
+from worker.store.db import transaction
+from worker.store.migrate import upgrade
+
+pytestmark = pytest.mark.integration
+
+SEQUENCE = """
+name: Welcome
+enroll: {on: signed_up}
+exit_on: [purchased]
+steps:
+  - {id: hello, day: 1, email: w/hello}
+  - {id: later, day: 3, email: w/hello}
+"""
+TEMPLATE = """---
+subject: "Hello {{ lead.first_name | default('there') }}"
+---
+<p>Hi! <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+"""
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, smtp_sink: Sink) -> Runtime:
+    (tmp_path / "sequences").mkdir()
+    (tmp_path / "sequences" / "welcome.yaml").write_text(textwrap.dedent(SEQUENCE))
+    (tmp_path / "templates" / "w").mkdir(parents=True)
+    (tmp_path / "templates" / "w" / "hello.html.j2").write_text(TEMPLATE)
+    config = Settings(
+        home=tmp_path / ".nurture",
+        database_url=f"sqlite:///{tmp_path / 'n.db'}",
+        sequences_dir=tmp_path / "sequences",
+        templates_dir=tmp_path / "templates",
+        email_backend="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_sink.port,
+    )
+    assert config.database_url is not None
+    upgrade(config.database_url)
+    return build(config)
+
+
+def post(runtime: Runtime, kind: str, at: datetime, event_id: str | None = None) -> None:
+    payload = {"type": kind, "id": event_id, "occurred_at": at.isoformat(),
+               "lead": {"email": "ana@example.com", "first_name": "Ana"}}  # fmt: skip
+    with transaction(runtime.database) as session:
+        ingest(session, runtime.engine, EventIn.model_validate(payload), at)
+
+
+def dispatch(runtime: Runtime, now: datetime) -> list[str]:
+    with transaction(runtime.database) as session:
+        return claim_due(session, now, 100)
+
+
+def test_an_event_sends_day_one_once_even_when_the_task_runs_twice(
+    runtime: Runtime, smtp_sink: Sink
+) -> None:
+    now = datetime.now(UTC)
+    post(runtime, "signed_up", now, "evt-1")
+    post(runtime, "signed_up", now, "evt-1")  # a repeated webhook
+    [step] = dispatch(runtime, now)
+    assert send_step(runtime, step) == "sent"
+    assert send_step(runtime, step).startswith("not claimable")  # redelivered message
+    assert dispatch(runtime, now) == []
+    assert smtp_sink.step_runs() == [step]
+    [message] = smtp_sink.messages
+    assert message["Subject"] == "Hello Ana"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"] == f"<{step}@nurture>"
+    with runtime.database.connect() as connection:
+        statuses = connection.execute(
+            text("SELECT step_id, status FROM step_runs ORDER BY position")
+        ).all()
+    assert [tuple(s) for s in statuses] == [("hello", "sent"), ("later", "pending")]
+
+
+def test_an_exit_before_the_claim_stops_the_step(runtime: Runtime, smtp_sink: Sink) -> None:
+    now = datetime.now(UTC)
+    post(runtime, "signed_up", now)
+    [step] = dispatch(runtime, now)
+    post(runtime, "purchased", now)
+    assert send_step(runtime, step).startswith("not claimable (skipped)")
+    assert smtp_sink.messages == []
+
+
+def test_smtp_4xx_retries_later_and_5xx_fails_and_suppresses(
+    runtime: Runtime, smtp_sink: Sink
+) -> None:
+    now = datetime.now(UTC)
+    post(runtime, "signed_up", now)
+    smtp_sink.replies = ["451 4.3.0 try again later"]
+    [step] = dispatch(runtime, now)
+    assert send_step(runtime, step).startswith("retry at")
+    assert dispatch(runtime, now) == []  # not due yet
+    later = now + timedelta(minutes=2)
+    assert dispatch(runtime, later) == [step]
+    assert send_step(runtime, step, clock=lambda: later) == "sent"
+    assert smtp_sink.step_runs() == [step]
+
+    post(runtime, "signed_up", now)  # ignored: already enrolled
+    with runtime.database.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM enrollments")).scalar_one()
+    assert count == 1
+
+
+def test_a_permanent_refusal_fails_the_step_and_suppresses_the_address(
+    runtime: Runtime, smtp_sink: Sink
+) -> None:
+    now = datetime.now(UTC)
+    post(runtime, "signed_up", now)
+    smtp_sink.replies = ["550 5.1.1 no such user"]
+    [step] = dispatch(runtime, now)
+    assert send_step(runtime, step) == "failed (550)"
+    with runtime.database.connect() as connection:
+        suppressions = connection.execute(text("SELECT suppressions FROM leads")).scalar_one()
+        reason = connection.execute(
+            text("SELECT reason FROM step_runs WHERE id = :id"), {"id": step}
+        ).scalar_one()
+    assert "bounced" in suppressions
+    assert reason == "550"
+
+
+def test_a_lease_whose_task_vanished_is_sent_after_the_sweeper(
+    runtime: Runtime, smtp_sink: Sink
+) -> None:
+    now = datetime.now(UTC)
+    post(runtime, "signed_up", now)
+    [step] = dispatch(runtime, now)  # the message is lost: no task ever runs
+    with transaction(runtime.database) as session:
+        swept = sweep(session, now + timedelta(minutes=5))
+    assert swept.requeued == 1
+    [again] = dispatch(runtime, now + timedelta(minutes=5))
+    assert again == step
+    assert send_step(runtime, step, clock=lambda: now + timedelta(minutes=5)) == "sent"
+    assert smtp_sink.step_runs() == [step]

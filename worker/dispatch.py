@@ -1,0 +1,81 @@
+"""Finding due steps and leasing them to send tasks; sweeping up after lost tasks.
+
+The dispatcher claims a bounded batch of due rows in due order (FOR UPDATE SKIP LOCKED on
+PostgreSQL; one atomic UPDATE on SQLite, whose transactions begin IMMEDIATE) and marks them
+`queued` with a lease. Only rows with a partial-index entry (`pending` with a due time) are
+scanned, so work waiting in the future costs nothing. The sweeper puts leased work whose task
+vanished back to `pending`, and marks `unknown` a send that was handed to a provider and never
+recorded: that one is never resent by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlmodel import Session
+
+LEASE = timedelta(seconds=60)
+HANDED_OVER_TIMEOUT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Swept:
+    requeued: int
+    unknown: int
+
+
+def claim_due(session: Session, now: datetime, limit: int, lease: timedelta = LEASE) -> list[str]:
+    """Lease up to `limit` due steps, oldest due first; returns their ids."""
+    dialect = session.get_bind().dialect.name
+    lock = "FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    statement = text(
+        f"""
+        UPDATE step_runs SET status = 'queued', lease_until = :lease_until
+        WHERE id IN (
+            SELECT id FROM step_runs
+            WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= :now
+            ORDER BY due_at
+            LIMIT :limit
+            {lock}
+        )
+        RETURNING id, due_at
+        """
+    )
+    rows = session.execute(
+        statement, {"now": db_time(session, now), "lease_until": db_time(session, now + lease),
+                    "limit": limit},
+    ).all()  # fmt: skip
+    return [row[0] for row in sorted(rows, key=lambda r: str(r[1]))]
+
+
+def sweep(session: Session, now: datetime) -> Swept:
+    """Leases that ran out go back to pending; hand-overs never recorded become `unknown`."""
+    requeued = session.execute(
+        text(
+            "UPDATE step_runs SET status = 'pending', lease_until = NULL "
+            "WHERE status IN ('queued', 'claimed') AND lease_until < :now"
+        ),
+        {"now": db_time(session, now)},
+    )
+    unknown = session.execute(
+        text(
+            "UPDATE step_runs SET status = 'unknown', reason = 'unknown', finished_at = :now, "
+            "due_at = NULL WHERE status = 'sending' AND claimed_at < :cutoff"
+        ),
+        {"now": db_time(session, now), "cutoff": db_time(session, now - HANDED_OVER_TIMEOUT)},
+    )
+    return Swept(_count(requeued), _count(unknown))
+
+
+def _count(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def db_time(session: Session, at: datetime) -> datetime | str:
+    """Raw SQL skips the column type: give SQLite the text SQLAlchemy stores (naive UTC with
+    microseconds), so string comparison is time comparison."""
+    if session.get_bind().dialect.name == "sqlite":
+        return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return at

@@ -1,0 +1,145 @@
+"""The Celery app and its thin tasks: ids in, a service called, nothing else.
+
+No countdowns or ETAs: a step waiting for its time is a row with `due_at`, found by the
+dispatcher every second. The broker only carries work; losing it loses nothing (the sweeper
+re-queues what a lost message held).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select
+from sqlmodel import col
+
+from worker.config import Settings, settings
+from worker.dispatch import claim_due, sweep
+from worker.ingest import finish
+from worker.runtime import CatalogError, Runtime, current
+from worker.sending import send_step
+from worker.store.db import transaction
+from worker.store.tables import LeadRow
+from worker.store.worlds import load_world, lock_lead
+
+log = logging.getLogger("nurture")
+BATCH = 200
+"""Steps leased per dispatcher tick: well under what the workers start within a lease."""
+LEAD_BATCH = 200
+
+
+def broker_options(config: Settings) -> dict[str, Any]:
+    if config.broker_url and not config.broker_url.startswith("filesystem"):
+        return {"broker_url": config.broker_url}
+    folder = (config.home / "broker").resolve()
+    queue, processed = folder / "queue", folder / "processed"
+    for path in (queue, processed):
+        path.mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": str(queue),
+            "data_folder_out": str(queue),
+            "processed_folder": str(processed),
+            "store_processed": False,
+        },
+    }
+
+
+def make_app(config: Settings | None = None) -> Celery:
+    config = config or settings()
+    app = Celery("nurture")
+    app.conf.update(
+        **broker_options(config),
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        broker_connection_retry_on_startup=True,
+        beat_schedule={
+            "dispatch": {"task": "dispatch.tick", "schedule": 1.0},
+            "sweep": {"task": "sweep.tick", "schedule": 15.0},
+            "leads": {"task": "leads.tick", "schedule": 30.0},
+        },
+        beat_schedule_filename=str((config.home / "beat-schedule").resolve()),
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_app()
+
+
+def runtime() -> Runtime:
+    found = current()
+    try:
+        if found.reload_if_changed():
+            log.info("sequences reloaded: %d sequence(s)", len(found.catalog.sequences))
+    except CatalogError as exc:
+        log.error("sequence files do not validate; keeping the running version:\n%s", exc)
+    return found
+
+
+@app.task(name="step.send")
+def send(step_run_id: str) -> str:
+    return send_step(runtime(), step_run_id)
+
+
+@app.task(name="dispatch.tick")
+def dispatch_tick() -> int:
+    """Lease due steps, commit, then enqueue: a rolled-back lease never starts a task."""
+    found = runtime()
+    with transaction(found.database) as session:
+        leased = claim_due(session, datetime.now(UTC), BATCH)
+    for step_run_id in leased:
+        send.delay(step_run_id)
+    return len(leased)
+
+
+@app.task(name="sweep.tick")
+def sweep_tick() -> str:
+    with transaction(runtime().database) as session:
+        swept = sweep(session, datetime.now(UTC))
+    if swept.unknown:
+        log.warning("%d step(s) handed to a provider and never recorded: now unknown",
+                    swept.unknown)  # fmt: skip
+    return f"requeued {swept.requeued}, unknown {swept.unknown}"
+
+
+@app.task(name="leads.tick")
+def leads_tick() -> int:
+    """What time alone does: pauses end, scores decay across a line, quiet spells begin."""
+    found = runtime()
+    now = datetime.now(UTC)
+    with transaction(found.database) as session:
+        ids = session.execute(
+            select(col(LeadRow.id)).where(col(LeadRow.wake_at) <= now).limit(LEAD_BATCH)
+        ).scalars().all()  # fmt: skip
+    for lead_id in ids:
+        with transaction(found.database) as session:
+            lead_row = lock_lead(session, lead_id)
+            if lead_row is None:
+                continue
+            loaded = load_world(session, lead_row, now)
+            outcome = found.engine.tick(loaded.world, now)
+            finish(session, found.engine, loaded, outcome, now)
+    return len(ids)
+
+
+def worker_argv(
+    pool: str = "solo", beat: bool = False, concurrency: int | None = None
+) -> list[str]:
+    argv = ["worker", "--loglevel=INFO", f"--pool={pool}", "--without-gossip", "--without-mingle"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if beat:
+        argv.append("--beat")
+    return argv
+
+
+def ensure_home(config: Settings) -> Path:
+    config.home.mkdir(parents=True, exist_ok=True)
+    return config.home
