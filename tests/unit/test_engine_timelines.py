@@ -752,3 +752,31 @@ def test_a_sequence_edit_retimes_removes_and_skips_by_step_id(
     ]
     skipped = [(e.step, e.reason) for e in entries if e.action == "skip"]
     assert skipped == [("b", "removed"), ("e", "past")]
+
+
+def test_a_crm_task_reaction_before_an_exit_still_reaches_the_crm(
+    make_catalog: CatalogFactory,
+) -> None:
+    catalog = make_catalog(
+        {
+            "s": """
+            name: S
+            enroll: {on: start}
+            steps:
+              - {id: later, day: 5, crm_task: {subject: "later"}}
+            on:
+              cancel:
+                - crm_task: {subject: "Save {{ lead.email }}", priority: high}
+                - exit: true
+            """
+        }
+    )
+    entries = timeline(
+        catalog,
+        lead(),
+        [("start", "2026-11-20T10:00:00Z", {}), ("cancel", "2026-11-20T12:00:00Z", {})],
+        start="2026-11-20T10:00:00Z",
+    )
+    tasks = [(e.at.strftime("%H:%M"), e.subject) for e in entries if e.action == "crm_task"]
+    assert tasks == [("12:00", "Save ana@example.com")]
+    assert ("later", "crm_task") not in [(e.step, e.action) for e in entries]

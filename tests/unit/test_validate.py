@@ -92,6 +92,22 @@ def test_a_good_project_validates_with_a_summary(
         ),
         (GOOD.replace("name: Welcome\n", ""), "sequences/welcome.yaml:1:1: missing required key 'name'"),
         (
+            GOOD.replace("name: Welcome\n", "name: Welcome\nreenroll: never\n"),
+            "sequences/welcome.yaml:2:1: 'reenroll' does not belong here: it goes under enroll:",
+        ),
+        (
+            GOOD.replace("    day: 3", "    day: 7d"),
+            "sequences/welcome.yaml:9:10: day: takes a whole number (day: 3 is Day 3); for a span write at: 7d or after: 7d",
+        ),
+        (
+            GOOD.replace("    day: 3\n    email: welcome/one", "    day: 3\n    email: welcome/one.html.j2"),
+            "sequences/welcome.yaml:10:12: email: write the template without its file ending: welcome/one",
+        ),
+        (
+            GOOD.replace("    day: 3\n    email: welcome/one", "    day: 3\n    mail: welcome/one"),
+            "sequences/welcome.yaml:8:5: a step needs exactly one of email, sms, whatsapp, crm_task, notify or variants; unknown key 'mail' (did you mean 'email'?)",
+        ),
+        (
             GOOD.replace("  on: signed_up", "  on: Signed Up"),
             "sequences/welcome.yaml:3:7: on: 'Signed Up' is not an event type",
         ),

@@ -55,9 +55,14 @@ def held(
     sequence_id: str | None,
     now: datetime,
     switches: Switches,
+    *,
+    decided: bool = False,
 ) -> Decision | None:
-    """Check 1: exited, or paused by support, an operator or the incident switch."""
-    if enrollment is not None and not enrollment.active:
+    """Check 1: exited, or paused by support, an operator or the incident switch.
+
+    `decided`: a reaction's crm_task or notify, made before an exit in the same event, goes
+    out even though the enrollment has ended since."""
+    if enrollment is not None and not enrollment.active and not decided:
         return Finish(StepStatus.SKIPPED, "exited")
     for pause in (enrollment.pause if enrollment else None, lead.pause):
         if pause is not None and pause.active(now):

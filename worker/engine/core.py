@@ -507,7 +507,9 @@ class Engine:
         enrollment = _owner(world, run)
         definition, step = self.definition_of(world, run)
         sequence_id = enrollment.sequence_id if enrollment else None
-        found = checks.held(world.lead, enrollment, sequence_id, now, switches)
+        found = checks.held(
+            world.lead, enrollment, sequence_id, now, switches, decided=run.kind == "action"
+        )
         if found is not None:
             return found
         if enrollment is not None and definition is None:
@@ -675,7 +677,9 @@ class Engine:
         enrollment.exit_reason = reason
         enrollment.ended_at = now
         for run in enrollment.steps:
-            if run.status is StepStatus.PENDING:
+            # a crm_task or notify reaction is already decided: `- crm_task … - exit: true`
+            # must still reach the CRM
+            if run.status is StepStatus.PENDING and run.kind != "action":
                 run.status, run.reason, run.finished_at, run.due_at = (
                     StepStatus.SKIPPED,
                     "exited",
@@ -843,8 +847,7 @@ class Engine:
 
     def due_runs(self, world: LeadWorld) -> Iterator[StepRun]:
         for enrollment in world.enrollments:
-            if enrollment.active:
-                yield from (r for r in enrollment.steps if r.status is StepStatus.PENDING)
+            yield from (r for r in enrollment.steps if r.status is StepStatus.PENDING)
         yield from (r for r in world.actions if r.status is StepStatus.PENDING)
 
     # -- sequence changes ---------------------------------------------------------------------

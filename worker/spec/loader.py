@@ -77,6 +77,35 @@ def _known_keys() -> set[str]:
 
 
 KNOWN_KEYS = _known_keys()
+PLACES = {
+    "Enroll": "enroll:",
+    "Goal": "goal:",
+    "Window": "window:",
+    "Tracking": "tracking:",
+    "CrmTask": "crm_task:",
+    "Notify": "notify:",
+    "Sequence": "the top level of a sequence",
+    "Scoring": "a scoring file",
+    "Policy": "a policy file",
+    "Cap": "a cap (per:, max:)",
+    "OneOffSend": "send:",
+}
+
+
+def _homes() -> dict[str, list[str]]:
+    homes: dict[str, list[str]] = {}
+    for name, place in PLACES.items():
+        model = getattr(models, name)
+        for field_name, field in model.model_fields.items():
+            homes.setdefault(field.alias or field_name, []).append(place)
+    for step_key in ("day", "at", "after", "only_if", "skip_if", "variants"):
+        homes.setdefault(step_key, []).append("a step")
+    return homes
+
+
+HOMES = _homes()
+STEP_KEYS = {"id", "day", "at", "after", "window", "only_if", "skip_if", "variants",
+             *models.CHANNEL_KEYS}  # fmt: skip
 
 
 def _plain(node: Any) -> Any:
@@ -118,6 +147,8 @@ def _message(error: ErrorDetails) -> tuple[str, bool]:
     loc = error["loc"]
     name = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
+        if name in HOMES:
+            return f"'{name}' does not belong here: it goes under {' or '.join(HOMES[name])}", True
         close = difflib.get_close_matches(name, KNOWN_KEYS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else "; remove it or check the spelling"
         return f"unknown key '{name}'{hint}", True
@@ -147,6 +178,24 @@ def _dedupe_union_noise(errors: Iterable[ErrorDetails]) -> list[ErrorDetails]:
         seen.add(signature)
         kept.append(error)
     return kept
+
+
+def _stray_keys(located: Located, loc: Sequence[str | int]) -> str:
+    """Name the keys of a step that no step has: usually the channel, misspelled."""
+    node: Any = located.tree
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    if not isinstance(node, dict):
+        return ""
+    stray = [str(k) for k in node if k not in STEP_KEYS]
+    hints = []
+    for key in stray:
+        close = difflib.get_close_matches(key, models.CHANNEL_KEYS, n=1)
+        hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return f"; unknown key {', '.join(hints)}" if hints else ""
 
 
 def parse_yaml(path: Path, display: str) -> tuple[Located | None, list[Problem]]:
@@ -195,6 +244,8 @@ def build(model: type[M], located: Located) -> tuple[M | None, list[Problem]]:
         problems = []
         for error in _dedupe_union_noise(exc.errors()):
             message, at_key = _message(error)
+            if error["type"] == "step_channel":
+                message += _stray_keys(located, error["loc"])
             problems.append(located.problem(error["loc"], message, key=at_key))
         return None, sorted(set(problems))
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -72,6 +73,9 @@ EventType = Annotated[str, PlainValidator(_event_type)]
 
 
 def _template_name(value: Any) -> str:
+    if isinstance(value, str) and value.endswith((".j2", ".html", ".txt", ".sms", ".whatsapp")):
+        bare = value.split(".", 1)[0]
+        raise ValueError(f"write the template without its file ending: {bare}")
     if not isinstance(value, str) or not TEMPLATE_NAME.match(value) or ".." in value:
         raise ValueError(
             f"{value!r} is not a template name: write the path under templates/ without the "
@@ -184,10 +188,19 @@ class WhatsappTemplate(Strict):
 WhatsappContent = TemplateName | WhatsappTemplate
 
 
+def _day(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise ValueError(
+            f"day: takes a whole number (day: 3 is Day 3); for a span write at: {value} "
+            f"or after: {value}"
+        )
+    return value
+
+
 class Timing(Strict):
     """Exactly one of day / at / after; checked by the step models."""
 
-    day: int | None = Field(default=None, ge=1)
+    day: Annotated[int | None, BeforeValidator(_day)] = Field(default=None, ge=1)
     at: DurationValue | None = None
     after: DurationValue | None = None
     window: Window | None = None

@@ -83,7 +83,9 @@ def load_world(session: Session, lead_row: LeadRow, now: datetime) -> Loaded:
         .where(
             col(StepRunRow.lead_id) == lead_row.id,
             (col(StepRunRow.enrollment_id).in_(active_ids))
-            | (col(StepRunRow.enrollment_id).is_(None)),
+            | (col(StepRunRow.enrollment_id).is_(None))
+            # an ended enrollment's decided reaction still on its way
+            | (col(StepRunRow.status).in_(["pending", "queued", "claimed", "sending"])),
         )
         .order_by(col(StepRunRow.position))
     ).scalars()

@@ -1,0 +1,1 @@
+"""HTTP: FastAPI app, routes, webhook verification."""
