@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from email import policy
 from email.message import EmailMessage as Mime
 from email.utils import formatdate
 
 from integrations.ports import EmailMessage
 
 
+# RFC 5322's line limit: long header values (List-Unsubscribe with a signed token) stay plain
+# ASCII instead of being folded into encoded words that mail clients would not parse
+POLICY = policy.SMTP.clone(max_line_length=998)
+
+
 def build(message: EmailMessage) -> Mime:
-    mime = Mime()
+    mime = Mime(policy=POLICY)
     mime["From"] = message.from_address
     mime["To"] = message.to
     mime["Subject"] = message.subject

@@ -193,5 +193,271 @@ def run_tests(
         raise typer.Exit(1)
 
 
+# -- the runtime ----------------------------------------------------------------------------
+
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+lead_app = typer.Typer(help="Support: look up, pause, resume or exit a lead.", no_args_is_help=True)
+sequences_app = typer.Typer(help="Deploy, hold and retire sequences.", no_args_is_help=True)
+sends_app = typer.Typer(help="The incident switch: hold every send.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(lead_app, name="lead")
+app.add_typer(sequences_app, name="sequences")
+app.add_typer(sends_app, name="sends")
+
+
+def runtime() -> Any:
+    from worker.runtime import CatalogError, build
+
+    try:
+        return build()
+    except CatalogError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False)
+        fail(f"{len(exc.problems)} problem(s) in the sequence files: fix them first")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Run the database migrations."""
+    from worker.store.db import database_url
+    from worker.store.migrate import upgrade
+
+    upgrade(database_url(settings()))
+    out.print("database is up to date")
+
+
+@app.command()
+def run(port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000) -> None:
+    """API, worker and beat in one process, on the embedded defaults; no setup needed."""
+    from worker.processes import prepare_home, run_all
+
+    config = settings()
+    token = prepare_home(config)
+    runtime()
+    if token:
+        out.print(f"API token (NURTURE_API_TOKENS is unset): {token}", markup=False)
+    out.print(f"Nurture on http://127.0.0.1:{port}; outbox: {config.outbox_dir.resolve()}")
+    run_all(config, port)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """The HTTP API (production)."""
+    from worker.processes import serve_api
+
+    runtime()
+    serve_api(host, port).run()
+
+
+@app.command()
+def worker(concurrency: Annotated[int | None, typer.Option()] = None) -> None:
+    """A Celery worker (production)."""
+    from worker.processes import run_worker
+
+    runtime()
+    run_worker(concurrency)
+
+
+@app.command()
+def beat() -> None:
+    """The scheduler: dispatches due steps every second (production: run exactly one)."""
+    from worker.processes import run_beat
+
+    run_beat(settings())
+
+
+def parse_props(props: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for item in props:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--prop {item!r}: write key=value")
+        try:
+            found[key] = json.loads(value)
+        except json.JSONDecodeError:
+            found[key] = value
+    return found
+
+
+@app.command()
+def event(
+    type_: Annotated[str, typer.Argument(metavar="TYPE", help="Event type, like signed_up.")],
+    email: Annotated[str | None, typer.Option(help="The lead's email.")] = None,
+    phone: Annotated[str | None, typer.Option(help="The lead's phone (E.164).")] = None,
+    external_id: Annotated[str | None, typer.Option()] = None,
+    first_name: Annotated[str | None, typer.Option()] = None,
+    timezone: Annotated[str | None, typer.Option()] = None,
+    prop: Annotated[list[str] | None, typer.Option(help="A property, key=value.")] = None,
+) -> None:
+    """Post one event, as forms and stores do."""
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from worker.ingest import ingest
+    from worker.schemas import EventIn
+    from worker.store.db import transaction
+
+    lead = {
+        "email": email,
+        "phone": phone,
+        "external_id": external_id,
+        "first_name": first_name,
+        "timezone": timezone,
+    }
+    payload = {
+        "type": type_,
+        "lead": {k: v for k, v in lead.items() if v},
+        "properties": parse_props(prop or []),
+    }
+    try:
+        event_in = EventIn.model_validate(payload)
+    except ValidationError as exc:
+        fail("\n".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    found = runtime()
+    with transaction(found.database) as session:
+        result = ingest(session, found.engine, event_in, datetime.now(UTC), source="cli")
+    out.print(json.dumps(result.__dict__), markup=False)
+
+
+def _lead_id(found: Any, email: str) -> str:
+    from worker.support import NotFound, lead_id_by_email
+
+    try:
+        return lead_id_by_email(found, email)
+    except NotFound as exc:
+        fail(str(exc))
+
+
+@lead_app.command("show")
+def lead_show(email: str) -> None:
+    """Everything support needs: consent, score, enrollments and their steps."""
+    from worker.support import lead_view
+
+    found = runtime()
+    view = lead_view(found, _lead_id(found, email))
+    out.print_json(json.dumps(view, default=str))
+
+
+@lead_app.command("pause")
+def lead_pause(
+    email: str,
+    sequence: Annotated[str | None, typer.Option(help="Only this sequence.")] = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+    until: Annotated[str | None, typer.Option(help="Resume by itself at this time (ISO).")] = None,
+) -> None:
+    """Hold every step of the lead (or of one sequence) until resumed."""
+    from datetime import datetime
+
+    from worker.support import pause_lead
+
+    end = None
+    if until:
+        try:
+            end = datetime.fromisoformat(until.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--until {until!r}: write an ISO time like 2026-12-01T09:00:00Z")
+        if end.tzinfo is None:
+            fail("--until needs a time zone offset, like 2026-12-01T09:00:00Z")
+    found = runtime()
+    pause_lead(found, _lead_id(found, email), sequence=sequence, reason=reason, until=end, by="cli")
+    out.print(f"paused {email}" + (f" in {sequence}" if sequence else ""))
+
+
+@lead_app.command("resume")
+def lead_resume(
+    email: str, sequence: Annotated[str | None, typer.Option(help="Only this sequence.")] = None
+) -> None:
+    """Resume; remaining steps move by the time spent paused."""
+    from worker.support import resume_lead
+
+    found = runtime()
+    resume_lead(found, _lead_id(found, email), sequence=sequence)
+    out.print(f"resumed {email}")
+
+
+@lead_app.command("exit")
+def lead_exit(
+    email: str,
+    sequence: Annotated[str, typer.Option(help="The sequence to leave.")],
+    reason: Annotated[str, typer.Option()] = "manual",
+) -> None:
+    """End the lead's enrollment in a sequence."""
+    from worker.support import exit_lead
+
+    found = runtime()
+    outcome = exit_lead(found, _lead_id(found, email), sequence, reason)
+    if not outcome.exited:
+        fail(f"{email} is not enrolled in {sequence}")
+    out.print(f"{email} left {sequence}")
+
+
+@sequences_app.command("reload")
+def sequences_reload() -> None:
+    """Validate the files (all or nothing) and move enrollments in flight to the new version."""
+    from worker.support import deploy
+
+    found = runtime()
+    deployed = deploy(found)
+    for sequence_id, migration in deployed.changed.items():
+        out.print(
+            f"{sequence_id}: retimed {migration.retimed}, skipped {migration.skipped}, "
+            f"removed {migration.removed}, added {migration.added}"
+        )
+    for sequence_id in deployed.removed:
+        out.print(
+            f"{sequence_id}: file removed; its enrollments are held until it returns or "
+            f"`nurture sequences retire {sequence_id}`"
+        )
+    out.print(f"ok: {len(found.catalog.sequences)} sequence(s) loaded")
+
+
+def _switch(name: str, value: str) -> None:
+    from worker.support import set_switch
+
+    set_switch(runtime(), name, value, by="cli")
+
+
+@sequences_app.command("pause")
+def sequences_pause(sequence_id: str) -> None:
+    """Hold every send of one sequence."""
+    _switch(f"sequence:{sequence_id}", "paused")
+    out.print(f"{sequence_id}: paused")
+
+
+@sequences_app.command("resume")
+def sequences_resume(sequence_id: str) -> None:
+    _switch(f"sequence:{sequence_id}", "running")
+    out.print(f"{sequence_id}: running")
+
+
+@sequences_app.command("retire")
+def sequences_retire(sequence_id: str) -> None:
+    """End the enrollments of a sequence whose file was removed."""
+    from worker.support import retire
+
+    try:
+        count = retire(runtime(), sequence_id)
+    except ValueError as exc:
+        fail(str(exc))
+    out.print(f"{sequence_id}: {count} lead(s) retired")
+
+
+@sends_app.command("pause")
+def sends_pause() -> None:
+    """Hold every send everywhere; nothing is lost."""
+    _switch("sends", "paused")
+    out.print("every send is held: `nurture sends resume` to let them go")
+
+
+@sends_app.command("resume")
+def sends_resume() -> None:
+    _switch("sends", "running")
+    out.print("sends resumed")
+
+
 def main() -> None:  # pragma: no cover
     app()

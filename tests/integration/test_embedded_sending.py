@@ -82,6 +82,7 @@ def test_an_event_sends_day_one_once_even_when_the_task_runs_twice(
     [message] = smtp_sink.messages
     assert message["Subject"] == "Hello Ana"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/u/")  # not encoded
     assert message["Message-ID"] == f"<{step}@nurture>"
     with runtime.database.connect() as connection:
         statuses = connection.execute(

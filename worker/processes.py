@@ -1,0 +1,64 @@
+"""The processes: `nurture run` (everything in one, embedded defaults) and the production
+`api`, `worker` and `beat`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from worker.config import Settings
+from worker.store.db import database_url
+from worker.store.migrate import upgrade
+from worker.tokens import secret
+
+
+def prepare_home(config: Settings) -> str | None:
+    """Create `.nurture/`, its secret key and, when NURTURE_API_TOKENS is unset, an API token
+    (returned so `run` can print it). Migrates the database."""
+    config.home.mkdir(parents=True, exist_ok=True)
+    secret(config)
+    token = None
+    if not config.api_tokens:
+        path = config.home / "api_token"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        token = path.read_text().strip()
+    upgrade(database_url(config))
+    return token
+
+
+def serve_api(host: str, port: int) -> uvicorn.Server:
+    from worker.api.app import create_app
+
+    return uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="info"))
+
+
+def run_all(config: Settings, port: int) -> None:
+    """API on 127.0.0.1, worker and beat in this process (Celery's solo pool)."""
+    from worker.tasks import app, worker_argv
+
+    server = serve_api("127.0.0.1", port)
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    try:
+        app.worker_main(worker_argv(pool="solo", beat=True))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+def run_worker(concurrency: int | None) -> None:
+    from worker.tasks import app, worker_argv
+
+    app.worker_main(worker_argv(pool="prefork", concurrency=concurrency))
+
+
+def run_beat(config: Settings) -> None:
+    from worker.tasks import app
+
+    app.start(["beat", "--loglevel=INFO", f"--schedule={Path(config.home) / 'beat-schedule'}"])
