@@ -8,7 +8,6 @@ from email.utils import formatdate
 
 from integrations.ports import EmailMessage
 
-
 # RFC 5322's line limit: long header values (List-Unsubscribe with a signed token) stay plain
 # ASCII instead of being folded into encoded words that mail clients would not parse
 POLICY = policy.SMTP.clone(max_line_length=998)
