@@ -1,7 +1,8 @@
-"""Events in, steps out, on the embedded database (SQLite) with a real SMTP sink."""
+"""Events in, steps out, on SQLite and PostgreSQL, with a real SMTP sink."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,14 +38,14 @@ subject: "Hello {{ lead.first_name | default('there') }}"
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, smtp_sink: Sink) -> Runtime:
+def runtime(tmp_path: Path, smtp_sink: Sink, database_url: str) -> Runtime:
     (tmp_path / "sequences").mkdir()
     (tmp_path / "sequences" / "welcome.yaml").write_text(textwrap.dedent(SEQUENCE))
     (tmp_path / "templates" / "w").mkdir(parents=True)
     (tmp_path / "templates" / "w" / "hello.html.j2").write_text(TEMPLATE)
     config = Settings(
         home=tmp_path / ".nurture",
-        database_url=f"sqlite:///{tmp_path / 'n.db'}",
+        database_url=database_url,
         sequences_dir=tmp_path / "sequences",
         templates_dir=tmp_path / "templates",
         email_backend="smtp",
@@ -133,7 +134,9 @@ def test_a_permanent_refusal_fails_the_step_and_suppresses_the_address(
         reason = connection.execute(
             text("SELECT reason FROM step_runs WHERE id = :id"), {"id": step}
         ).scalar_one()
-    assert "bounced" in suppressions
+    if isinstance(suppressions, str):  # SQLite gives JSON back as text
+        suppressions = json.loads(suppressions)
+    assert suppressions == {"email": "bounced"}
     assert reason == "550"
 
 
