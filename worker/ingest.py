@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -41,12 +41,15 @@ def ingest(
     session.flush()
     locked = lock_lead(session, lead_row.id)
     assert locked is not None
-    loaded = load_world(session, locked, now)
+    # decisions carry the time they were made under the lock, not when the request arrived:
+    # an exit stamped before a claim that committed first would tell the story backwards
+    applied = max(now, datetime.now(UTC))
+    loaded = load_world(session, locked, applied)
     event = event_in.to_event(now)
     event_id = store_event(session, lead_row.id, event, now, source, event_in.id)
-    outcome = engine.apply_event(loaded.world, event, now)
+    outcome = engine.apply_event(loaded.world, event, applied)
     enrolled, exited = list(outcome.enrolled), list(outcome.exited)
-    finish(session, engine, loaded, outcome, now)
+    finish(session, engine, loaded, outcome, applied)
     return Ingested(event_id, lead_row.id, enrolled=enrolled, exited=exited)
 
 

@@ -75,6 +75,9 @@ def send_step(runtime: Runtime, step_run_id: str, clock: Clock = utcnow) -> str:
     if isinstance(claimed, str):
         return claimed
     with transaction(runtime.database) as session:
+        # under the lead's lock, like every change to the lead: an exit that already read the
+        # row as `claimed` must finish before this, or see `sending` and leave it alone
+        lock_lead(session, claimed.lead_id)
         handed = session.execute(
             text("UPDATE step_runs SET status = 'sending' WHERE id = :id AND status = 'claimed'"),
             {"id": step_run_id},
