@@ -117,7 +117,7 @@ def test_an_order_racing_a_due_reminder_never_sends_after_the_exit(
     while batch := claim(runtime):
         steps.extend(batch)
     with runtime.database.connect() as connection:
-        owner = dict(
+        owner: dict[str, str] = dict(
             connection.execute(
                 text("SELECT s.id, l.email FROM step_runs s JOIN leads l ON l.id = s.lead_id")
             ).all()
