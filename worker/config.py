@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     shopify_webhook_secret: SecretStr | None = None
     form_secret: SecretStr | None = None
 
+    # the scheduler's rhythm (seconds); tests shorten them
+    dispatch_interval: float = 1.0
+    dispatch_batch: int = 200
+    sweep_interval: float = 15.0
+    lease_seconds: float = 60.0
+    unknown_after_seconds: float = 600.0
+    """A send handed to a provider and not recorded after this long is marked `unknown`."""
+    fault_point: str | None = None
+    """Tests only: a named point (`after_claim`, `after_send`) where the worker stops for
+    `fault_seconds`, so a test can kill it there."""
+    fault_seconds: float = 30.0
+
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:

@@ -50,7 +50,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta = LE
     return [row[0] for row in sorted(rows, key=lambda r: str(r[1]))]
 
 
-def sweep(session: Session, now: datetime) -> Swept:
+def sweep(session: Session, now: datetime, unknown_after: timedelta = HANDED_OVER_TIMEOUT) -> Swept:
     """Leases that ran out go back to pending; hand-overs never recorded become `unknown`."""
     requeued = session.execute(
         text(
@@ -64,7 +64,7 @@ def sweep(session: Session, now: datetime) -> Swept:
             "UPDATE step_runs SET status = 'unknown', reason = 'unknown', finished_at = :now, "
             "due_at = NULL WHERE status = 'sending' AND claimed_at < :cutoff"
         ),
-        {"now": db_time(session, now), "cutoff": db_time(session, now - HANDED_OVER_TIMEOUT)},
+        {"now": db_time(session, now), "cutoff": db_time(session, now - unknown_after)},
     )
     return Swept(_count(requeued), _count(unknown))
 

@@ -61,4 +61,5 @@ def run_worker(concurrency: int | None) -> None:
 def run_beat(config: Settings) -> None:
     from worker.tasks import app
 
+    config.home.mkdir(parents=True, exist_ok=True)
     app.start(["beat", "--loglevel=INFO", f"--schedule={Path(config.home) / 'beat-schedule'}"])

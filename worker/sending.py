@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from integrations.ports import (
     TextMessage,
 )
 from worker.compose import Composed, compose, context
-from worker.dispatch import LEASE, db_time
+from worker.dispatch import db_time
 from worker.engine.checks import Finish, Go, Switches, Wait
 from worker.engine.state import Outcome, StepRun, StepStatus
 from worker.ingest import finish
@@ -74,6 +75,7 @@ def send_step(runtime: Runtime, step_run_id: str, clock: Clock = utcnow) -> str:
     claimed = claim(runtime, step_run_id, clock)
     if isinstance(claimed, str):
         return claimed
+    fault(runtime, "after_claim")
     with transaction(runtime.database) as session:
         # under the lead's lock, like every change to the lead: an exit that already read the
         # row as `claimed` must finish before this, or see `sending` and leave it alone
@@ -90,7 +92,15 @@ def send_step(runtime: Runtime, step_run_id: str, clock: Clock = utcnow) -> str:
         return record_temporary(runtime, claimed, exc, clock)
     except PermanentError as exc:
         return record_failure(runtime, claimed, exc.code or "permanent", exc.suppress, clock)
+    fault(runtime, "after_send")
     return record_sent(runtime, claimed, result, clock)
+
+
+def fault(runtime: Runtime, point: str) -> None:
+    """Tests kill a worker here: between the claim and the hand-over, or between the
+    provider's acceptance and the record."""
+    if runtime.config.fault_point == point:
+        time.sleep(runtime.config.fault_seconds)
 
 
 def claim(runtime: Runtime, step_run_id: str, clock: Clock) -> Claimed | str:
@@ -137,7 +147,7 @@ def claim(runtime: Runtime, step_run_id: str, clock: Clock) -> Claimed | str:
                 "WHERE id = :id AND status IN ('queued', 'pending')"
             ),
             {"id": step_run_id, "now": db_time(session, now),
-             "lease": db_time(session, now + LEASE)},
+             "lease": db_time(session, now + timedelta(seconds=runtime.config.lease_seconds))},
         )  # fmt: skip
         if getattr(cas, "rowcount", 0) != 1:
             return "claimed elsewhere"

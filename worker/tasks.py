@@ -8,7 +8,7 @@ re-queues what a lost message held).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,6 @@ from worker.store.tables import LeadRow
 from worker.store.worlds import load_world, lock_lead
 
 log = logging.getLogger("nurture")
-BATCH = 200
-"""Steps leased per dispatcher tick: well under what the workers start within a lease."""
 LEAD_BATCH = 200
 
 
@@ -51,6 +49,7 @@ def broker_options(config: Settings) -> dict[str, Any]:
 
 def make_app(config: Settings | None = None) -> Celery:
     config = config or settings()
+    config.home.mkdir(parents=True, exist_ok=True)
     app = Celery("nurture")
     app.conf.update(
         **broker_options(config),
@@ -60,8 +59,8 @@ def make_app(config: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=4,
         broker_connection_retry_on_startup=True,
         beat_schedule={
-            "dispatch": {"task": "dispatch.tick", "schedule": 1.0},
-            "sweep": {"task": "sweep.tick", "schedule": 15.0},
+            "dispatch": {"task": "dispatch.tick", "schedule": config.dispatch_interval},
+            "sweep": {"task": "sweep.tick", "schedule": config.sweep_interval},
             "leads": {"task": "leads.tick", "schedule": 30.0},
         },
         beat_schedule_filename=str((config.home / "beat-schedule").resolve()),
@@ -92,8 +91,12 @@ def send(step_run_id: str) -> str:
 def dispatch_tick() -> int:
     """Lease due steps, commit, then enqueue: a rolled-back lease never starts a task."""
     found = runtime()
+    config = found.config
     with transaction(found.database) as session:
-        leased = claim_due(session, datetime.now(UTC), BATCH)
+        leased = claim_due(
+            session, datetime.now(UTC), config.dispatch_batch,
+            timedelta(seconds=config.lease_seconds),
+        )  # fmt: skip
     for step_run_id in leased:
         send.delay(step_run_id)
     return len(leased)
@@ -101,8 +104,10 @@ def dispatch_tick() -> int:
 
 @app.task(name="sweep.tick")
 def sweep_tick() -> str:
-    with transaction(runtime().database) as session:
-        swept = sweep(session, datetime.now(UTC))
+    found = runtime()
+    unknown_after = timedelta(seconds=found.config.unknown_after_seconds)
+    with transaction(found.database) as session:
+        swept = sweep(session, datetime.now(UTC), unknown_after)
     if swept.unknown:
         log.warning("%d step(s) handed to a provider and never recorded: now unknown",
                     swept.unknown)  # fmt: skip

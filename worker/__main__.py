@@ -1,0 +1,5 @@
+"""`python -m worker` is `nurture`."""
+
+from worker.cli import app
+
+app()
