@@ -70,7 +70,7 @@ def statuses(database_url: str) -> dict[str, int]:
             text("SELECT status, count(*) FROM step_runs WHERE step_id = 'hello' GROUP BY status")
         ).all()
     engine.dispose()
-    return {status: count for status, count in rows}
+    return {str(status): int(count) for status, count in rows}
 
 
 @pytest.fixture
