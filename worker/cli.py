@@ -230,10 +230,11 @@ def db_upgrade() -> None:
 def run(port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000) -> None:
     """API, worker and beat in one process, on the embedded defaults; no setup needed."""
     from worker.processes import prepare_home, run_all
+    from worker.support import deploy
 
     config = settings()
     token = prepare_home(config)
-    runtime()
+    deploy(runtime(), reload=False)
     if token:
         out.print(f"API token (NURTURE_API_TOKENS is unset): {token}", markup=False)
     out.print(f"Nurture on http://127.0.0.1:{port}; outbox: {config.outbox_dir.resolve()}")

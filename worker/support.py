@@ -129,10 +129,22 @@ class Deployed:
     enrollments: int
 
 
-def deploy(runtime: Runtime) -> Deployed:
+def needs_deploy(runtime: Runtime) -> bool:
+    """The loaded files differ from the versions the database last recorded."""
+    with transaction(runtime.database) as session:
+        known = {
+            r.sequence_id: r.version
+            for r in session.execute(select(SequenceVersionRow)).scalars()
+            if r.present
+        }
+    loaded = {s: d.version for s, d in runtime.catalog.sequences.items()}
+    return known != loaded
+
+
+def deploy(runtime: Runtime, *, reload: bool = True) -> Deployed:
     """Reload the files (all or nothing) and move every enrollment in flight to the new
     versions by step id. A sequence whose file is gone keeps its enrollments on hold."""
-    catalog = runtime.reload()
+    catalog = runtime.reload() if reload else runtime.catalog
     now = now_utc()
     changed: dict[str, Migration] = {}
     moved = 0

@@ -24,6 +24,7 @@ from worker.sending import send_step
 from worker.store.db import transaction
 from worker.store.tables import LeadRow
 from worker.store.worlds import load_world, lock_lead
+from worker.support import deploy, needs_deploy
 
 log = logging.getLogger("nurture")
 LEAD_BATCH = 200
@@ -91,6 +92,9 @@ def send(step_run_id: str) -> str:
 def dispatch_tick() -> int:
     """Lease due steps, commit, then enqueue: a rolled-back lease never starts a task."""
     found = runtime()
+    if needs_deploy(found):
+        deployed = deploy(found, reload=False)
+        log.info("deployed new sequence versions: %s", ", ".join(deployed.changed) or "none")
     config = found.config
     with transaction(found.database) as session:
         leased = claim_due(

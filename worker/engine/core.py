@@ -913,8 +913,9 @@ class Engine:
                     if not is_new and before != run.nominal_at:
                         retimed += 1
             previous_finished = run.finished_at if run.finished else None
-        others = [r for r in enrollment.steps if r.kind != "step" or r.step_id in new_ids]
-        enrollment.steps = ordered + [r for r in others if r.kind != "step"]
+        # removed steps stay (finished, reason `removed`) so the record keeps them
+        kept = {id(run) for run in ordered}
+        enrollment.steps = ordered + [r for r in enrollment.steps if id(r) not in kept]
         enrollment.version = definition.version
         self._complete_if_done(world, enrollment, now, outcome)
         return outcome, Migration(retimed, skipped, removed, added)
