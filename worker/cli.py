@@ -416,6 +416,50 @@ def sequences_reload() -> None:
     out.print(f"ok: {len(found.catalog.sequences)} sequence(s) loaded")
 
 
+@app.command("diff")
+def diff_command(
+    revision: Annotated[
+        str | None, typer.Argument(help="Compare with the files at this git revision.")
+    ] = None,
+) -> None:
+    """What deploying the working tree would do to enrollments in flight (default: compared
+    with the versions deployed now)."""
+    from worker.diffing import DiffError, diff
+
+    try:
+        changes = diff(runtime(), revision)
+    except DiffError as exc:
+        fail(str(exc))
+    if not changes:
+        out.print("no sequence changes")
+        return
+    table = Table(title="Sequence changes" + (f" since {revision}" if revision else ""))
+    for column in ("sequence", "change", "steps", "in flight", "retime", "skip", "remove"):
+        table.add_column(column)
+    for change in changes:
+        steps = ", ".join(
+            part
+            for part in (
+                change.added and "+" + " +".join(change.added),
+                change.removed and "-" + " -".join(change.removed),
+                change.retimed and "~" + " ~".join(change.retimed),
+            )
+            if part
+        )
+        effect = change.effect
+        held = change.state == "removed"
+        table.add_row(
+            change.sequence,
+            change.state + (" (held until retired)" if held else ""),
+            steps,
+            str(change.in_flight),
+            str(effect.retimed),
+            str(effect.skipped),
+            str(effect.removed),
+        )
+    out.print(table)
+
+
 def _switch(name: str, value: str) -> None:
     from worker.support import set_switch
 

@@ -168,7 +168,7 @@ def deploy(runtime: Runtime, *, reload: bool = True) -> Deployed:
             session.add(known[sequence_id])
     for sequence_id in changed:
         total = Migration()
-        for lead_id in _leads_in(runtime, sequence_id):
+        for lead_id in leads_in(runtime, sequence_id):
             total = _add(total, _migrate_lead(runtime, lead_id, catalog.sequences[sequence_id]))
             moved += 1
         changed[sequence_id] = total
@@ -196,7 +196,7 @@ def retire(runtime: Runtime, sequence_id: str) -> int:
     """End the enrollments of a sequence whose file was removed (reason `retired`)."""
     if runtime.catalog.sequence(sequence_id) is not None:
         raise ValueError(f"{sequence_id} is still in sequences/: remove its file first")
-    leads = _leads_in(runtime, sequence_id)
+    leads = leads_in(runtime, sequence_id)
     for lead_id in leads:
         with_lead(runtime, lead_id, lambda e, loaded, now: _retire(loaded, sequence_id, now, e))
     return len(leads)
@@ -207,7 +207,7 @@ def _retire(loaded: Loaded, sequence_id: str, now: datetime, engine: Engine) -> 
     return engine.exit(loaded.world, sequence_id, now, "retired")
 
 
-def _leads_in(runtime: Runtime, sequence_id: str) -> list[str]:
+def leads_in(runtime: Runtime, sequence_id: str) -> list[str]:
     with transaction(runtime.database) as session:
         rows = session.execute(
             select(col(EnrollmentRow.lead_id))

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from tests.integration.conftest import Sink
 from worker.config import Settings
+from worker.diffing import diff
 from worker.dispatch import claim_due
 from worker.ingest import ingest
 from worker.runtime import CatalogError, Runtime, build
@@ -185,3 +186,29 @@ def test_a_removed_sequence_holds_its_enrollments_until_retired(
     [(status, reason)] = rows(runtime, "SELECT status, exit_reason FROM enrollments")
     assert (status, reason) == ("exited", "retired")
     assert smtp_sink.messages == []
+
+
+def test_diff_shows_what_an_edit_would_do_and_writes_nothing(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    import subprocess
+
+    def git(*argv: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *argv], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "add", "sequences", "templates")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "v1")
+    signed_up(runtime, "a@example.com")
+    signed_up(runtime, "b@example.com")
+    before = rows(runtime, "SELECT id, status, due_at, version FROM step_runs ORDER BY id")
+    (tmp_path / "sequences" / "welcome.yaml").write_text(textwrap.dedent(V2))
+    runtime.reload()
+    [change] = diff(runtime, "HEAD")
+    assert (change.sequence, change.state) == ("welcome", "changed")
+    assert (change.added, change.removed, change.retimed) == (["extra"], ["later"], ["tips"])
+    assert change.in_flight == 2
+    assert (change.effect.retimed, change.effect.removed, change.effect.added) == (2, 2, 2)
+    [against_deployed] = diff(runtime, None)
+    assert against_deployed.effect == change.effect
+    assert rows(runtime, "SELECT id, status, due_at, version FROM step_runs ORDER BY id") == before
