@@ -50,6 +50,14 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta = LE
     return [row[0] for row in sorted(rows, key=lambda r: str(r[1]))]
 
 
+def in_flight(session: Session) -> int:
+    """Steps leased to tasks and not finished yet (the partial index on leases answers)."""
+    found = session.execute(
+        text("SELECT count(*) FROM step_runs WHERE status IN ('queued', 'claimed', 'sending')")
+    ).scalar_one()
+    return int(found)
+
+
 def sweep(session: Session, now: datetime, unknown_after: timedelta = HANDED_OVER_TIMEOUT) -> Swept:
     """Leases that ran out go back to pending; hand-overs never recorded become `unknown`."""
     requeued = session.execute(

@@ -14,10 +14,11 @@ from typing import Any
 
 from celery import Celery
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from worker.config import Settings, settings
-from worker.dispatch import claim_due, sweep
+from worker.dispatch import claim_due, in_flight, sweep
 from worker.ingest import finish
 from worker.runtime import CatalogError, Runtime, current
 from worker.sending import send_step
@@ -60,8 +61,17 @@ def make_app(config: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=4,
         broker_connection_retry_on_startup=True,
         beat_schedule={
-            "dispatch": {"task": "dispatch.tick", "schedule": config.dispatch_interval},
-            "sweep": {"task": "sweep.tick", "schedule": config.sweep_interval},
+            # a tick that could not start in time is dropped, not piled up behind the sends
+            "dispatch": {
+                "task": "dispatch.tick",
+                "schedule": config.dispatch_interval,
+                "options": {"expires": max(1.0, config.dispatch_interval * 2)},
+            },
+            "sweep": {
+                "task": "sweep.tick",
+                "schedule": config.sweep_interval,
+                "options": {"expires": config.sweep_interval * 2},
+            },
             "leads": {"task": "leads.tick", "schedule": 30.0},
         },
         beat_schedule_filename=str((config.home / "beat-schedule").resolve()),
@@ -90,17 +100,24 @@ def send(step_run_id: str) -> str:
 
 @app.task(name="dispatch.tick")
 def dispatch_tick() -> int:
-    """Lease due steps, commit, then enqueue: a rolled-back lease never starts a task."""
+    """Lease due steps, commit, then enqueue: a rolled-back lease never starts a task.
+
+    Backpressure: at most `dispatch_batch` steps are in flight at once, so every leased step
+    is started long before its lease ends and the broker never holds a backlog."""
     found = runtime()
     if needs_deploy(found):
-        deployed = deploy(found, reload=False)
-        log.info("deployed new sequence versions: %s", ", ".join(deployed.changed) or "none")
+        try:
+            deployed = deploy(found, reload=False)
+            log.info("deployed new sequence versions: %s", ", ".join(deployed.changed) or "none")
+        except IntegrityError:
+            log.info("another dispatcher is deploying the new sequence versions")
     config = found.config
     with transaction(found.database) as session:
-        leased = claim_due(
-            session, datetime.now(UTC), config.dispatch_batch,
-            timedelta(seconds=config.lease_seconds),
-        )  # fmt: skip
+        room = config.dispatch_batch - in_flight(session)
+        if room <= 0:
+            return 0
+        lease = timedelta(seconds=config.lease_seconds)
+        leased = claim_due(session, datetime.now(UTC), room, lease)
     for step_run_id in leased:
         send.delay(step_run_id)
     return len(leased)
