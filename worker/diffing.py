@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
-
 from worker.engine.core import Engine, Migration
 from worker.runtime import Runtime
 from worker.spec.catalog import Catalog, SequenceDef, load_catalog
 from worker.store.db import transaction
-from worker.store.tables import LeadRow, SequenceVersionRow
+from worker.store.tables import LeadRow
+from worker.store.versions import deployed_versions
 from worker.store.worlds import load_world
 from worker.support import leads_in
 
@@ -130,8 +129,7 @@ def _dry_run(runtime: Runtime, definition: SequenceDef, change: SequenceChange) 
 
 def _deployed(runtime: Runtime) -> dict[str, str]:
     with transaction(runtime.database) as session:
-        rows = session.execute(select(SequenceVersionRow)).scalars()
-        return {r.sequence_id: r.version for r in rows if r.present}
+        return deployed_versions(session)
 
 
 def _git(folder: Path, *argv: str) -> str:

@@ -7,15 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from worker.engine.core import Engine
-from worker.engine.state import Event, Outcome
+from worker.engine.state import Outcome
 from worker.schemas import EventIn
+from worker.store.events import find_by_key, store_event
 from worker.store.leads import find_or_create
-from worker.store.tables import EventRow
-from worker.store.worlds import Loaded, add_timeline, load_world, lock_lead, new_id, save_world
+from worker.store.worlds import Loaded, add_timeline, load_world, lock_lead, save_world
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,7 @@ def ingest(
 ) -> Ingested:
     """The caller's transaction commits; a concurrent duplicate id fails on the unique key."""
     if event_in.id is not None:
-        seen = session.execute(
-            select(EventRow).where(col(EventRow.idempotency_key) == event_in.id)
-        ).scalar_one_or_none()
+        seen = find_by_key(session, event_in.id)
         if seen is not None:
             return Ingested(seen.id, seen.lead_id, duplicate=True)
     lead_row = find_or_create(session, event_in.lead, now, source)
@@ -51,30 +48,6 @@ def ingest(
     enrolled, exited = list(outcome.enrolled), list(outcome.exited)
     finish(session, engine, loaded, outcome, applied)
     return Ingested(event_id, lead_row.id, enrolled=enrolled, exited=exited)
-
-
-def store_event(
-    session: Session,
-    lead_id: str,
-    event: Event,
-    now: datetime,
-    source: str,
-    idempotency_key: str | None = None,
-) -> str:
-    event_id = new_id()
-    session.add(
-        EventRow(
-            id=event_id,
-            idempotency_key=idempotency_key,
-            lead_id=lead_id,
-            type=event.type,
-            occurred_at=event.occurred_at,
-            received_at=now,
-            properties=event.properties,
-            source=source,
-        )
-    )
-    return event_id
 
 
 def finish(

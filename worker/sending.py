@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
 from sqlmodel import Session
 
 from integrations.ports import (
@@ -29,14 +28,15 @@ from integrations.ports import (
     TextMessage,
 )
 from worker.compose import Composed, compose, context
-from worker.dispatch import db_time
-from worker.engine.checks import Finish, Go, Switches, Wait
+from worker.engine.checks import Finish, Go, Wait
 from worker.engine.state import Outcome, StepRun, StepStatus
 from worker.ingest import finish
 from worker.rendering import RenderError
 from worker.runtime import Runtime
 from worker.store.db import transaction
-from worker.store.tables import MessageRow, StepRunRow, SwitchRow
+from worker.store.steps import mark_claimed, mark_sending
+from worker.store.switches import read_switches
+from worker.store.tables import MessageRow, StepRunRow
 from worker.store.worlds import Loaded, load_world, lock_lead, new_id
 from worker.tokens import unsubscribe_url
 
@@ -62,14 +62,6 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
-def switches(session: Session) -> Switches:
-    rows = session.execute(select(SwitchRow)).scalars().all()
-    paused = {r.name.removeprefix("sequence:") for r in rows if r.name.startswith("sequence:")
-              and r.value == "paused"}  # fmt: skip
-    sends = any(r.name == "sends" and r.value == "paused" for r in rows)
-    return Switches(sends_paused=sends, paused_sequences=frozenset(paused))
-
-
 def send_step(runtime: Runtime, step_run_id: str, clock: Clock = utcnow) -> str:
     """Run one step to its end (or its next wait). Returns what happened, for logs and tests."""
     claimed = claim(runtime, step_run_id, clock)
@@ -80,11 +72,7 @@ def send_step(runtime: Runtime, step_run_id: str, clock: Clock = utcnow) -> str:
         # under the lead's lock, like every change to the lead: an exit that already read the
         # row as `claimed` must finish before this, or see `sending` and leave it alone
         lock_lead(session, claimed.lead_id)
-        handed = session.execute(
-            text("UPDATE step_runs SET status = 'sending' WHERE id = :id AND status = 'claimed'"),
-            {"id": step_run_id},
-        )
-        if getattr(handed, "rowcount", 0) != 1:
+        if not mark_sending(session, step_run_id):
             return "stopped before hand-over"
     try:
         result = deliver(runtime, claimed)
@@ -119,7 +107,7 @@ def claim(runtime: Runtime, step_run_id: str, clock: Clock) -> Claimed | str:
         loaded = load_world(session, lead_row, now)
         run = _find(loaded, step_run_id)
         engine = runtime.engine
-        decision = engine.check(loaded.world, run, now, switches(session))
+        decision = engine.check(loaded.world, run, now, read_switches(session))
         if isinstance(decision, Wait):
             engine.wait(run, decision)
             row.hold = decision.why if decision.until is None else None
@@ -140,16 +128,8 @@ def claim(runtime: Runtime, step_run_id: str, clock: Clock) -> Claimed | str:
             )
             finish(session, engine, loaded, outcome, now)
             return f"failed (render_error: {exc})"
-        cas = session.execute(
-            text(
-                "UPDATE step_runs SET status = 'claimed', claimed_at = :now, "
-                "lease_until = :lease, attempts = attempts + 1 "
-                "WHERE id = :id AND status IN ('queued', 'pending')"
-            ),
-            {"id": step_run_id, "now": db_time(session, now),
-             "lease": db_time(session, now + timedelta(seconds=runtime.config.lease_seconds))},
-        )  # fmt: skip
-        if getattr(cas, "rowcount", 0) != 1:
+        lease = timedelta(seconds=runtime.config.lease_seconds)
+        if not mark_claimed(session, step_run_id, now, lease):
             return "claimed elsewhere"
         return Claimed(step_run_id, lead_row.id, composed, decision.address)
 

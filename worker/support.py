@@ -10,10 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
-from sqlmodel import Session, col
-
-from worker.dispatch import db_time
 from worker.engine import scoring
 from worker.engine.core import Engine, Migration
 from worker.engine.state import Outcome
@@ -21,8 +17,10 @@ from worker.ingest import finish
 from worker.runtime import Runtime
 from worker.spec.catalog import SequenceDef
 from worker.store.db import transaction
-from worker.store.leads import find_lead
-from worker.store.tables import EnrollmentRow, LeadRow, SequenceVersionRow, SwitchRow
+from worker.store.leads import find_lead, leads_in_sequence
+from worker.store.switches import write_switch
+from worker.store.tables import LeadRow
+from worker.store.versions import deployed_versions, record_versions
 from worker.store.worlds import Loaded, load_world, lock_lead
 
 
@@ -93,33 +91,7 @@ def exit_lead(runtime: Runtime, lead_id: str, sequence: str, reason: str = "manu
 
 def set_switch(runtime: Runtime, name: str, value: str, by: str | None = None) -> None:
     with transaction(runtime.database) as session:
-        row = session.get(SwitchRow, name)
-        if row is None:
-            row = SwitchRow(name=name, value=value, changed_at=now_utc())
-        row.value, row.changed_at, row.changed_by = value, now_utc(), by
-        session.add(row)
-        if value == "running":
-            _release_holds(session, name)
-
-
-def _release_holds(session: Session, name: str) -> None:
-    """Steps held by the switch are due again at once."""
-    hold = "sends_paused" if name == "sends" else "sequence_paused"
-    condition = "" if name == "sends" else " AND sequence_id = :sequence"
-    session.execute(
-        text(
-            "UPDATE step_runs SET due_at = :now WHERE status = 'pending' AND due_at IS NULL "
-            f"AND hold = :hold{condition}"
-        ),
-        {"now": _db_now(session), "hold": hold, "sequence": name.removeprefix("sequence:")},
-    )
-    session.execute(
-        update(SwitchRow).where(col(SwitchRow.name) == name).values(changed_at=now_utc())
-    )
-
-
-def _db_now(session: Session) -> Any:
-    return db_time(session, now_utc())
+        write_switch(session, name, value, now_utc(), by)
 
 
 @dataclass(frozen=True)
@@ -132,41 +104,19 @@ class Deployed:
 def needs_deploy(runtime: Runtime) -> bool:
     """The loaded files differ from the versions the database last recorded."""
     with transaction(runtime.database) as session:
-        known = {
-            r.sequence_id: r.version
-            for r in session.execute(select(SequenceVersionRow)).scalars()
-            if r.present
-        }
-    loaded = {s: d.version for s, d in runtime.catalog.sequences.items()}
-    return known != loaded
+        known = deployed_versions(session)
+    return known != {s: d.version for s, d in runtime.catalog.sequences.items()}
 
 
 def deploy(runtime: Runtime, *, reload: bool = True) -> Deployed:
     """Reload the files (all or nothing) and move every enrollment in flight to the new
     versions by step id. A sequence whose file is gone keeps its enrollments on hold."""
     catalog = runtime.reload() if reload else runtime.catalog
-    now = now_utc()
+    with transaction(runtime.database) as session:
+        changed_ids, removed = record_versions(session, catalog, runtime.commit, now_utc())
     changed: dict[str, Migration] = {}
     moved = 0
-    with transaction(runtime.database) as session:
-        known = {r.sequence_id: r for r in session.execute(select(SequenceVersionRow)).scalars()}
-        for sequence_id, definition in catalog.sequences.items():
-            row = known.get(sequence_id)
-            if row is None:
-                row = SequenceVersionRow(
-                    sequence_id=sequence_id, version=definition.version, loaded_at=now
-                )
-            if row.version != definition.version:
-                changed[sequence_id] = Migration()
-            row.version, row.git_commit, row.loaded_at, row.present = (
-                definition.version, runtime.commit, now, True,
-            )  # fmt: skip
-            session.add(row)
-        removed = [s for s, r in known.items() if s not in catalog.sequences and r.present]
-        for sequence_id in removed:
-            known[sequence_id].present = False
-            session.add(known[sequence_id])
-    for sequence_id in changed:
+    for sequence_id in changed_ids:
         total = Migration()
         for lead_id in leads_in(runtime, sequence_id):
             total = _add(total, _migrate_lead(runtime, lead_id, catalog.sequences[sequence_id]))
@@ -209,13 +159,7 @@ def _retire(loaded: Loaded, sequence_id: str, now: datetime, engine: Engine) -> 
 
 def leads_in(runtime: Runtime, sequence_id: str) -> list[str]:
     with transaction(runtime.database) as session:
-        rows = session.execute(
-            select(col(EnrollmentRow.lead_id))
-            .where(col(EnrollmentRow.sequence_id) == sequence_id)
-            .where(col(EnrollmentRow.status) == "active")
-            .distinct()
-        ).scalars()
-        return list(rows)
+        return leads_in_sequence(session, sequence_id)
 
 
 def _add(a: Migration, b: Migration) -> Migration:

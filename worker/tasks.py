@@ -13,17 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
 
 from worker.config import Settings, settings
-from worker.dispatch import claim_due, in_flight, sweep
 from worker.ingest import finish
 from worker.runtime import CatalogError, Runtime, current
 from worker.sending import send_step
 from worker.store.db import transaction
-from worker.store.tables import LeadRow
+from worker.store.leads import leads_to_wake
+from worker.store.steps import claim_due, in_flight, sweep
 from worker.store.worlds import load_world, lock_lead
 from worker.support import deploy, needs_deploy
 
@@ -141,9 +139,7 @@ def leads_tick() -> int:
     found = runtime()
     now = datetime.now(UTC)
     with transaction(found.database) as session:
-        ids = session.execute(
-            select(col(LeadRow.id)).where(col(LeadRow.wake_at) <= now).limit(LEAD_BATCH)
-        ).scalars().all()  # fmt: skip
+        ids = leads_to_wake(session, now, LEAD_BATCH)
     for lead_id in ids:
         with transaction(found.database) as session:
             lead_row = lock_lead(session, lead_id)

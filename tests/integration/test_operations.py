@@ -15,7 +15,7 @@ from sqlalchemy import text
 from tests.integration.conftest import Sink
 from worker.config import Settings
 from worker.diffing import diff
-from worker.dispatch import claim_due
+from worker.store.steps import claim_due
 from worker.ingest import ingest
 from worker.runtime import CatalogError, Runtime, build
 from worker.schemas import EventIn

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from tests.integration.conftest import Sink
 from worker.config import Settings
-from worker.dispatch import claim_due, sweep
+from worker.store.steps import claim_due, sweep
 from worker.ingest import ingest
 from worker.runtime import Runtime, build
 from worker.schemas import EventIn

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from worker.schemas import LeadIn
-from worker.store.tables import LeadRow
+from worker.store.tables import EnrollmentRow, LeadRow
 from worker.store.worlds import new_id
 
 
@@ -83,3 +83,22 @@ def lead_summary(row: LeadRow) -> dict[str, Any]:
         "last_name": row.last_name,
         "timezone": row.timezone,
     }
+
+
+def leads_in_sequence(session: Session, sequence_id: str) -> list[str]:
+    """Leads with an active enrollment in a sequence."""
+    rows = session.execute(
+        select(col(EnrollmentRow.lead_id))
+        .where(col(EnrollmentRow.sequence_id) == sequence_id)
+        .where(col(EnrollmentRow.status) == "active")
+        .distinct()
+    ).scalars()
+    return list(rows)
+
+
+def leads_to_wake(session: Session, now: datetime, limit: int) -> list[str]:
+    """Leads that time alone changes now: a decaying score, a quiet spell, a pause ending."""
+    rows = session.execute(
+        select(col(LeadRow.id)).where(col(LeadRow.wake_at) <= now).limit(limit)
+    ).scalars()
+    return list(rows)

@@ -1,4 +1,5 @@
-"""Finding due steps and leasing them to send tasks; sweeping up after lost tasks.
+"""Every query on step runs: leasing due steps to send tasks, the claim and hand-over
+compare-and-sets, releasing holds, sweeping up after lost tasks.
 
 The dispatcher claims a bounded batch of due rows in due order (FOR UPDATE SKIP LOCKED on
 PostgreSQL; one atomic UPDATE on SQLite, whose transactions begin IMMEDIATE) and marks them
@@ -87,3 +88,38 @@ def db_time(session: Session, at: datetime) -> datetime | str:
     if session.get_bind().dialect.name == "sqlite":
         return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     return at
+
+
+def mark_claimed(session: Session, step_run_id: str, now: datetime, lease: timedelta) -> bool:
+    """queued|pending → claimed, by compare-and-set: False when something else got there."""
+    found = session.execute(
+        text(
+            "UPDATE step_runs SET status = 'claimed', claimed_at = :now, "
+            "lease_until = :lease, attempts = attempts + 1 "
+            "WHERE id = :id AND status IN ('queued', 'pending')"
+        ),
+        {"id": step_run_id, "now": db_time(session, now), "lease": db_time(session, now + lease)},
+    )
+    return _count(found) == 1
+
+
+def mark_sending(session: Session, step_run_id: str) -> bool:
+    """claimed → sending, committed before the provider is called."""
+    found = session.execute(
+        text("UPDATE step_runs SET status = 'sending' WHERE id = :id AND status = 'claimed'"),
+        {"id": step_run_id},
+    )
+    return _count(found) == 1
+
+
+def release_holds(session: Session, hold: str, now: datetime, sequence: str | None) -> int:
+    """Steps held by an operator switch are due again at once."""
+    condition = " AND sequence_id = :sequence" if sequence is not None else ""
+    found = session.execute(
+        text(
+            "UPDATE step_runs SET due_at = :now WHERE status = 'pending' AND due_at IS NULL "
+            f"AND hold = :hold{condition}"
+        ),
+        {"now": db_time(session, now), "hold": hold, "sequence": sequence},
+    )
+    return _count(found)
