@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import socket
+import textwrap
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,10 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+
+from worker.config import Settings
+from worker.runtime import Runtime, build
+from worker.store.migrate import upgrade
 
 
 def free_port() -> int:
@@ -89,3 +94,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'nurture.db'}"
     return fresh_database(request.getfixturevalue("postgres_url"))
+
+
+def make_runtime(
+    folder: Path,
+    database_url: str,
+    files: dict[str, str],
+    *,
+    smtp_port: int | None = None,
+) -> Runtime:
+    """A project in `folder` (paths → contents under it), a migrated database, a runtime."""
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content))
+    config = Settings(
+        home=folder / ".nurture",
+        database_url=database_url,
+        sequences_dir=folder / "sequences",
+        templates_dir=folder / "templates",
+        outbox_dir=folder / "outbox",
+    )
+    if smtp_port is not None:
+        config = config.model_copy(
+            update={"email_backend": "smtp", "smtp_host": "127.0.0.1", "smtp_port": smtp_port}
+        )
+    upgrade(database_url)
+    return build(config)

@@ -15,10 +15,10 @@ from sqlalchemy import Engine, create_engine, insert, text
 from tests.integration.conftest import Sink, fresh_database
 from tests.integration.processes import Cluster, cluster_env, wait_for
 from worker.config import Settings
-from worker.store.steps import claim_due
 from worker.runtime import build
 from worker.store.db import transaction
 from worker.store.migrate import upgrade
+from worker.store.steps import claim_due
 from worker.store.tables import EnrollmentRow, LeadRow, StepRunRow
 
 pytestmark = pytest.mark.integration

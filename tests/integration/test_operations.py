@@ -12,16 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.integration.conftest import Sink
-from worker.config import Settings
+from tests.integration.conftest import Sink, make_runtime
 from worker.diffing import diff
-from worker.store.steps import claim_due
 from worker.ingest import ingest
-from worker.runtime import CatalogError, Runtime, build
+from worker.runtime import CatalogError, Runtime
 from worker.schemas import EventIn
 from worker.sending import send_step
 from worker.store.db import transaction
-from worker.store.migrate import upgrade
+from worker.store.steps import claim_due
 from worker.support import deploy, pause_lead, resume_lead, retire, set_switch
 
 pytestmark = pytest.mark.integration
@@ -47,21 +45,12 @@ TEMPLATE = '---\nsubject: "Hello"\n---\n<p><a href="{{ unsubscribe_url }}">Unsub
 
 @pytest.fixture
 def runtime(tmp_path: Path, smtp_sink: Sink, database_url: str) -> Runtime:
-    (tmp_path / "sequences").mkdir()
-    (tmp_path / "sequences" / "welcome.yaml").write_text(textwrap.dedent(V1))
-    (tmp_path / "templates" / "w").mkdir(parents=True)
-    (tmp_path / "templates" / "w" / "hello.html.j2").write_text(TEMPLATE)
-    config = Settings(
-        home=tmp_path / ".nurture",
-        database_url=database_url,
-        sequences_dir=tmp_path / "sequences",
-        templates_dir=tmp_path / "templates",
-        email_backend="smtp",
-        smtp_host="127.0.0.1",
+    found = make_runtime(
+        tmp_path,
+        database_url,
+        {"sequences/welcome.yaml": V1, "templates/w/hello.html.j2": TEMPLATE},
         smtp_port=smtp_sink.port,
     )
-    upgrade(database_url)
-    found = build(config)
     deploy(found)  # record the first version, as `nurture run` does at start
     return found
 

@@ -5,7 +5,6 @@ Each message is counted at a real SMTP server by its step-run header.
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -14,15 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.integration.conftest import Sink
-from worker.config import Settings
-from worker.store.steps import claim_due
+from tests.integration.conftest import Sink, make_runtime
 from worker.ingest import ingest
-from worker.runtime import Runtime, build
+from worker.runtime import Runtime
 from worker.schemas import EventIn
 from worker.sending import send_step
 from worker.store.db import transaction
-from worker.store.migrate import upgrade
+from worker.store.steps import claim_due
 
 pytestmark = pytest.mark.integration
 
@@ -41,21 +38,12 @@ LEADS = 60
 
 @pytest.fixture
 def runtime(tmp_path: Path, smtp_sink: Sink, database_url: str) -> Runtime:
-    (tmp_path / "sequences").mkdir()
-    (tmp_path / "sequences" / "cart.yaml").write_text(textwrap.dedent(SEQUENCE))
-    (tmp_path / "templates" / "c").mkdir(parents=True)
-    (tmp_path / "templates" / "c" / "reminder.html.j2").write_text(TEMPLATE)
-    config = Settings(
-        home=tmp_path / ".nurture",
-        database_url=database_url,
-        sequences_dir=tmp_path / "sequences",
-        templates_dir=tmp_path / "templates",
-        email_backend="smtp",
-        smtp_host="127.0.0.1",
+    return make_runtime(
+        tmp_path,
+        database_url,
+        {"sequences/cart.yaml": SEQUENCE, "templates/c/reminder.html.j2": TEMPLATE},
         smtp_port=smtp_sink.port,
     )
-    upgrade(database_url)
-    return build(config)
 
 
 def post(runtime: Runtime, kind: str, number: int) -> None:

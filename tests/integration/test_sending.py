@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from tests.integration.conftest import Sink
-from worker.config import Settings
-from worker.store.steps import claim_due, sweep
+from tests.integration.conftest import Sink, make_runtime
 from worker.ingest import ingest
-from worker.runtime import Runtime, build
+from worker.runtime import Runtime
 from worker.schemas import EventIn
 from worker.sending import send_step
 from worker.store.db import transaction
-from worker.store.migrate import upgrade
+from worker.store.steps import claim_due, sweep
 
 pytestmark = pytest.mark.integration
 
@@ -39,22 +36,12 @@ subject: "Hello {{ lead.first_name | default('there') }}"
 
 @pytest.fixture
 def runtime(tmp_path: Path, smtp_sink: Sink, database_url: str) -> Runtime:
-    (tmp_path / "sequences").mkdir()
-    (tmp_path / "sequences" / "welcome.yaml").write_text(textwrap.dedent(SEQUENCE))
-    (tmp_path / "templates" / "w").mkdir(parents=True)
-    (tmp_path / "templates" / "w" / "hello.html.j2").write_text(TEMPLATE)
-    config = Settings(
-        home=tmp_path / ".nurture",
-        database_url=database_url,
-        sequences_dir=tmp_path / "sequences",
-        templates_dir=tmp_path / "templates",
-        email_backend="smtp",
-        smtp_host="127.0.0.1",
+    return make_runtime(
+        tmp_path,
+        database_url,
+        {"sequences/welcome.yaml": SEQUENCE, "templates/w/hello.html.j2": TEMPLATE},
         smtp_port=smtp_sink.port,
     )
-    assert config.database_url is not None
-    upgrade(config.database_url)
-    return build(config)
 
 
 def post(runtime: Runtime, kind: str, at: datetime, event_id: str | None = None) -> None:
