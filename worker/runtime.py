@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -66,6 +67,9 @@ class Runtime:
     commit: str | None = None
     fingerprint: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    checked_at: float = 0.0
+    check_every: float = 2.0
+    """Seconds between looks at the files: a task must not stat every template each time."""
 
     def reload(self) -> Catalog:
         """All or nothing: a broken commit changes nothing (raises CatalogError)."""
@@ -79,6 +83,9 @@ class Runtime:
             return catalog
 
     def reload_if_changed(self) -> bool:
+        if time.monotonic() - self.checked_at < self.check_every:
+            return False
+        self.checked_at = time.monotonic()
         if files_fingerprint(self.config) == self.fingerprint:
             return False
         try:
