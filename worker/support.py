@@ -17,7 +17,7 @@ from worker.ingest import finish
 from worker.runtime import Runtime
 from worker.spec.catalog import SequenceDef
 from worker.store.db import transaction
-from worker.store.leads import find_lead, leads_in_sequence
+from worker.store.leads import find_lead, lead_messages, leads_in_sequence, recent_events
 from worker.store.switches import write_switch
 from worker.store.tables import LeadRow
 from worker.store.versions import deployed_versions, record_versions
@@ -201,6 +201,27 @@ def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
             "segment": world.lead.score.segment,
             "suppressions": row.suppressions,
             "paused": row.pause,
+            "messages": [
+                {
+                    "step_run": m.step_run_id,
+                    "channel": m.channel,
+                    "to": m.to,
+                    "subject": m.subject,
+                    "status": m.status,
+                    "sent_at": m.sent_at.isoformat(),
+                }
+                for m in lead_messages(session, row.id)
+            ],
+            "events": [
+                {
+                    "id": e.id,
+                    "type": e.type,
+                    "occurred_at": e.occurred_at.isoformat(),
+                    "properties": e.properties,
+                    "source": e.source,
+                }
+                for e in recent_events(session, row.id)
+            ],
             "enrollments": [
                 {
                     "id": e.id,

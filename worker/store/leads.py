@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from worker.schemas import LeadIn
-from worker.store.tables import EnrollmentRow, LeadRow
+from worker.store.tables import EnrollmentRow, EventRow, LeadRow, MessageRow
 from worker.store.worlds import new_id
 
 
@@ -102,3 +102,40 @@ def leads_to_wake(session: Session, now: datetime, limit: int) -> list[str]:
         select(col(LeadRow.id)).where(col(LeadRow.wake_at) <= now).limit(limit)
     ).scalars()
     return list(rows)
+
+
+def lead_messages(session: Session, lead_id: str, limit: int = 100) -> list[MessageRow]:
+    rows = session.execute(
+        select(MessageRow)
+        .where(col(MessageRow.lead_id) == lead_id)
+        .order_by(col(MessageRow.sent_at).desc())
+        .limit(limit)
+    ).scalars()
+    return list(rows)
+
+
+def recent_events(session: Session, lead_id: str, limit: int = 50) -> list[EventRow]:
+    rows = session.execute(
+        select(EventRow)
+        .where(col(EventRow.lead_id) == lead_id)
+        .order_by(col(EventRow.occurred_at).desc())
+        .limit(limit)
+    ).scalars()
+    return list(rows)
+
+
+def find_leads(
+    session: Session,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    external_id: str | None = None,
+) -> list[LeadRow]:
+    statement = select(LeadRow)
+    if email:
+        statement = statement.where(col(LeadRow.email) == email.lower())
+    if phone:
+        statement = statement.where(col(LeadRow.phone) == phone)
+    if external_id:
+        statement = statement.where(col(LeadRow.external_id) == external_id)
+    return list(session.execute(statement.limit(50)).scalars())

@@ -1,0 +1,134 @@
+"""What every route shares: the runtime, bearer-token auth, uniform JSON errors, a body limit."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from worker.runtime import Runtime
+
+MAX_BODY = 1024 * 1024
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime_factory()
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def api_tokens(runtime: Runtime) -> list[str]:
+    """NURTURE_API_TOKENS, else the token `nurture run` keeps in its home folder."""
+    if runtime.config.api_tokens:
+        return [t.strip() for t in runtime.config.api_tokens.split(",") if t.strip()]
+    path = runtime.config.home / "api_token"
+    return [path.read_text().strip()] if path.exists() else []
+
+
+def require_token(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    given = credentials.credentials if credentials else ""
+    if not given or not any(hmac.compare_digest(given, t) for t in api_tokens(runtime)):
+        raise HTTPException(
+            401,
+            detail="a valid bearer token is required (Authorization: Bearer …)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Authorized = Depends(require_token)
+
+
+def error_body(message: str, *, code: str, fields: list[dict[str, str]] | None = None) -> Any:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    return {"error": body}
+
+
+def field_errors(errors: Any, drop_prefix: tuple[str, ...] = ("body",)) -> list[dict[str, str]]:
+    """pydantic errors as [{field: "lead.email", message: …}]."""
+    found = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ())]
+        while loc and loc[0] in drop_prefix:
+            loc = loc[1:]
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        found.append({"field": ".".join(loc) or "body", "message": message})
+    return found
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = field_errors(exc.errors())
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse(error_body(summary, code="invalid", fields=fields), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 404: "not_found", 413: "too_large"}.get(
+            exc.status_code, "error"
+        )
+        return JSONResponse(
+            error_body(str(exc.detail), code=code),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+
+class BodyLimit:
+    """413 for a body over 1 MiB, whether or not it announces its length; nothing is read
+    past the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(
+            error_body("the body is over 1 MiB", code="too_large"), status_code=413
+        )
+        await response({"type": "http"}, _no_body, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -1,0 +1,152 @@
+"""Support endpoints (SPEC §5): look a lead up, see everything, pause, resume, exit, enroll."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.api.deps import Authorized, RuntimeDep
+from worker.engine.state import Outcome
+from worker.ingest import finish
+from worker.schemas import AwareDatetime, LeadIn
+from worker.store.db import transaction
+from worker.store.leads import find_leads, find_or_create
+from worker.store.worlds import load_world, lock_lead
+from worker.support import NotFound, exit_lead, lead_view, pause_lead, resume_lead
+
+router = APIRouter(prefix="/v1", dependencies=[Authorized], tags=["support"])
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PauseRequest(Strict):
+    sequence: str | None = None
+    reason: str = Field(min_length=1, max_length=500)
+    until: AwareDatetime | None = None
+    by: str | None = Field(default=None, max_length=200)
+
+
+class ResumeRequest(Strict):
+    sequence: str | None = None
+
+
+class ExitRequest(Strict):
+    sequence: str
+    reason: str = Field(default="manual", max_length=200)
+
+
+class EnrollRequest(Strict):
+    lead: LeadIn
+    sequence: str
+
+
+class Done(BaseModel):
+    lead_id: str
+    timeline: list[dict[str, Any]]
+
+
+def _done(lead_id: str, outcome: Outcome) -> dict[str, Any]:
+    entries = [
+        {
+            "at": e.at.isoformat(),
+            "sequence": e.sequence,
+            "step": e.step,
+            "action": e.action,
+            "reason": e.reason,
+        }
+        for e in outcome.entries
+    ]
+    return {"lead_id": lead_id, "timeline": entries}
+
+
+@router.get("/leads")
+def list_leads(
+    runtime: RuntimeDep,
+    email: str | None = Query(default=None, max_length=320),
+    phone: str | None = Query(default=None, max_length=32),
+    external_id: str | None = Query(default=None, max_length=200),
+) -> dict[str, list[dict[str, Any]]]:
+    """Leads by email (case-insensitive), phone or external id; empty when none."""
+    if not (email or phone or external_id):
+        raise HTTPException(422, detail="give email, phone or external_id")
+    with transaction(runtime.database) as session:
+        ids = [
+            row.id for row in find_leads(session, email=email, phone=phone, external_id=external_id)
+        ]
+    return {"leads": [lead_view(runtime, lead_id) for lead_id in ids]}
+
+
+@router.get("/leads/{lead_id}")
+def get_lead(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """Identities, consent, score with its explanation, enrollments and steps, messages,
+    recent events."""
+    try:
+        return lead_view(runtime, lead_id)
+    except NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+
+
+@router.post("/leads/{lead_id}/pause", response_model=Done)
+def pause(lead_id: str, request: PauseRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    """Hold every step of the lead (or one sequence); with `until`, resume by itself."""
+    try:
+        outcome = pause_lead(
+            runtime,
+            lead_id,
+            sequence=request.sequence,
+            reason=request.reason,
+            until=request.until,
+            by=request.by or "api",
+        )
+    except NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    return _done(lead_id, outcome)
+
+
+@router.post("/leads/{lead_id}/resume", response_model=Done)
+def resume(lead_id: str, request: ResumeRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    try:
+        outcome = resume_lead(runtime, lead_id, sequence=request.sequence)
+    except NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    return _done(lead_id, outcome)
+
+
+@router.post("/leads/{lead_id}/exit", response_model=Done)
+def exit_sequence(lead_id: str, request: ExitRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    try:
+        outcome = exit_lead(runtime, lead_id, request.sequence, request.reason)
+    except NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    if not outcome.exited:
+        raise HTTPException(404, detail=f"the lead is not enrolled in {request.sequence}")
+    return _done(lead_id, outcome)
+
+
+@router.post("/enrollments", status_code=201, response_model=Done)
+def enroll(request: EnrollRequest, runtime: RuntimeDep) -> JSONResponse:
+    """Enroll a lead by hand (created when new); 409 when already active in the sequence."""
+    definition = runtime.catalog.sequence(request.sequence)
+    if definition is None:
+        raise HTTPException(404, detail=f"no sequence {request.sequence}")
+    now = datetime.now(UTC)
+    with transaction(runtime.database) as session:
+        row = find_or_create(session, request.lead, now, "api")
+        session.flush()
+        locked = lock_lead(session, row.id)
+        assert locked is not None
+        loaded = load_world(session, locked, now)
+        outcome = Outcome()
+        found = runtime.engine.enroll(
+            loaded.world, definition, None, now, outcome=outcome, manual=True
+        )
+        if found is None:
+            raise HTTPException(409, detail=f"already enrolled in {request.sequence}")
+        finish(session, runtime.engine, loaded, outcome, now)
+    return JSONResponse(_done(row.id, outcome), status_code=201)
