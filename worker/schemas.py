@@ -60,7 +60,9 @@ def _aware(value: datetime) -> datetime:
 Email = Annotated[str, AfterValidator(_email)]
 Phone = Annotated[str, AfterValidator(_phone)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
-EventTypeName = Annotated[str, AfterValidator(_event_type)]
+EventTypeName = Annotated[
+    str, AfterValidator(_event_type), Field(pattern=r"^[a-z0-9_.-]+$", max_length=200)
+]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 

@@ -208,3 +208,12 @@ def test_malformed_json_oversized_bodies_and_bad_tokens(
     assert counts(runtime) == NOTHING
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["database"] == "ok"
+
+
+def test_lead_lookup_refuses_unknown_and_repeated_parameters(client: TestClient) -> None:
+    unknown = client.get("/v1/leads?emial=a@example.com", headers=AUTH)
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["fields"][0]["field"] == "query.emial"
+    repeated = client.get("/v1/leads?email=a@example.com&email=b@example.com", headers=AUTH)
+    assert repeated.status_code == 422
+    assert client.get("/v1/leads", headers=AUTH).status_code == 422

@@ -9,11 +9,44 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.runtime import Runtime
 
 MAX_BODY = 1024 * 1024
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx: what went wrong, and for bad input the fields that caused it."""
+
+    error: ErrorDetail
+
+
+def _described(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _described("a body that cannot be read as JSON or a form"),
+    401: _described("missing or wrong bearer token"),
+    413: _described("the body is over 1 MiB"),
+    422: _described("bad input: `error.fields` names each field"),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _described("no such lead or sequence")}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: _described("already enrolled")}
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -75,11 +108,17 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         return JSONResponse(error_body(summary, code="invalid", fields=fields), status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 404: "not_found", 413: "too_large"}.get(
-            exc.status_code, "error"
-        )
+    # Starlette's class, so errors FastAPI raises itself (a body it cannot parse) look alike
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            400: "bad_request",
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            409: "conflict",
+            413: "too_large",
+        }.get(exc.status_code, "error")
         return JSONResponse(
             error_body(str(exc.detail), code=code),
             status_code=exc.status_code,

@@ -10,13 +10,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from worker.api.deps import Authorized, RuntimeDep, error_body, field_errors
+from worker.api.deps import ERRORS, Authorized, RuntimeDep, error_body, field_errors
 from worker.ingest import Ingested, ingest
 from worker.runtime import Runtime
 from worker.schemas import EventIn
 from worker.store.db import transaction
 
-router = APIRouter(prefix="/v1", dependencies=[Authorized], tags=["events"])
+router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["events"])
 BATCH_LIMIT = 1000
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.api.deps import Authorized, RuntimeDep
+from worker.api.deps import CONFLICT, ERRORS, NOT_FOUND, Authorized, RuntimeDep
 from worker.engine.state import Outcome
 from worker.ingest import finish
 from worker.schemas import AwareDatetime, LeadIn
@@ -18,7 +19,7 @@ from worker.store.leads import find_leads, find_or_create
 from worker.store.worlds import load_world, lock_lead
 from worker.support import NotFound, exit_lead, lead_view, pause_lead, resume_lead
 
-router = APIRouter(prefix="/v1", dependencies=[Authorized], tags=["support"])
+router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["support"])
 
 
 class Strict(BaseModel):
@@ -67,14 +68,30 @@ def _done(lead_id: str, outcome: Outcome) -> dict[str, Any]:
 
 @router.get("/leads")
 def list_leads(
+    request: Request,
     runtime: RuntimeDep,
     email: str | None = Query(default=None, max_length=320),
     phone: str | None = Query(default=None, max_length=32),
     external_id: str | None = Query(default=None, max_length=200),
 ) -> dict[str, list[dict[str, Any]]]:
     """Leads by email (case-insensitive), phone or external id; empty when none."""
+    unknown = sorted(set(request.query_params) - {"email", "phone", "external_id"})
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", name), "msg": "unknown parameter", "type": "extra_forbidden"}
+                for name in unknown
+            ]
+        )
+    for name in ("email", "phone", "external_id"):
+        if len(request.query_params.getlist(name)) > 1:
+            raise RequestValidationError(
+                [{"loc": ("query", name), "msg": f"give {name} once", "type": "value_error"}]
+            )
     if not (email or phone or external_id):
-        raise HTTPException(422, detail="give email, phone or external_id")
+        raise RequestValidationError(
+            [{"loc": ("query",), "msg": "give email, phone or external_id", "type": "missing"}]
+        )
     with transaction(runtime.database) as session:
         ids = [
             row.id for row in find_leads(session, email=email, phone=phone, external_id=external_id)
@@ -82,7 +99,7 @@ def list_leads(
     return {"leads": [lead_view(runtime, lead_id) for lead_id in ids]}
 
 
-@router.get("/leads/{lead_id}")
+@router.get("/leads/{lead_id}", responses=NOT_FOUND)
 def get_lead(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     """Identities, consent, score with its explanation, enrollments and steps, messages,
     recent events."""
@@ -92,7 +109,7 @@ def get_lead(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
         raise HTTPException(404, detail=str(exc)) from exc
 
 
-@router.post("/leads/{lead_id}/pause", response_model=Done)
+@router.post("/leads/{lead_id}/pause", response_model=Done, responses=NOT_FOUND)
 def pause(lead_id: str, request: PauseRequest, runtime: RuntimeDep) -> dict[str, Any]:
     """Hold every step of the lead (or one sequence); with `until`, resume by itself."""
     try:
@@ -109,7 +126,7 @@ def pause(lead_id: str, request: PauseRequest, runtime: RuntimeDep) -> dict[str,
     return _done(lead_id, outcome)
 
 
-@router.post("/leads/{lead_id}/resume", response_model=Done)
+@router.post("/leads/{lead_id}/resume", response_model=Done, responses=NOT_FOUND)
 def resume(lead_id: str, request: ResumeRequest, runtime: RuntimeDep) -> dict[str, Any]:
     try:
         outcome = resume_lead(runtime, lead_id, sequence=request.sequence)
@@ -118,7 +135,7 @@ def resume(lead_id: str, request: ResumeRequest, runtime: RuntimeDep) -> dict[st
     return _done(lead_id, outcome)
 
 
-@router.post("/leads/{lead_id}/exit", response_model=Done)
+@router.post("/leads/{lead_id}/exit", response_model=Done, responses=NOT_FOUND)
 def exit_sequence(lead_id: str, request: ExitRequest, runtime: RuntimeDep) -> dict[str, Any]:
     try:
         outcome = exit_lead(runtime, lead_id, request.sequence, request.reason)
@@ -129,7 +146,9 @@ def exit_sequence(lead_id: str, request: ExitRequest, runtime: RuntimeDep) -> di
     return _done(lead_id, outcome)
 
 
-@router.post("/enrollments", status_code=201, response_model=Done)
+@router.post(
+    "/enrollments", status_code=201, response_model=Done, responses={**NOT_FOUND, **CONFLICT}
+)
 def enroll(request: EnrollRequest, runtime: RuntimeDep) -> JSONResponse:
     """Enroll a lead by hand (created when new); 409 when already active in the sequence."""
     definition = runtime.catalog.sequence(request.sequence)
