@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -34,7 +35,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(lambda: RUNT
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_the_api_keeps_its_contract(case: schemathesis.Case) -> None:
+def test_the_api_keeps_its_contract(case: schemathesis.Case[Any]) -> None:
     # every check but "schema-valid data is accepted": JSON Schema cannot say that a phone
     # number must exist or a time zone be real, and those are rightly refused with a 422
     case.call_and_validate(
