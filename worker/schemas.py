@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from worker.engine.state import Event, Lead
+from worker.engine.timing import zone
 
 EVENT_TYPE = re.compile(r"^[a-z0-9_.-]+$")
 
@@ -38,10 +38,8 @@ def _phone(value: str) -> str:
 
 
 def _timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Berlin)") from exc
+    if zone(value) is None:
+        raise ValueError(f"{value[:64]!r} is not an IANA time zone (like Europe/Berlin)")
     return value
 
 

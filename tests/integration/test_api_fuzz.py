@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from tests.integration.conftest import make_runtime
 from worker.api.app import create_app
@@ -36,9 +36,11 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(lambda: RUNT
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_its_contract(case: schemathesis.Case[Any]) -> None:
-    # every check but "schema-valid data is accepted": JSON Schema cannot say that a phone
-    # number must exist or a time zone be real, and those are rightly refused with a 422
+    # no 5xx, documented status codes, responses and content types that match the document.
+    # Not checked: "schema-valid data is accepted" (JSON Schema cannot say a phone number must
+    # exist or a time zone be real: those are rightly 422) and "schema-violating data is
+    # refused" (an object in the query string serializes into ordinary valid parameters)
     case.call_and_validate(
         headers={"Authorization": f"Bearer {TOKEN}"},
-        excluded_checks=[positive_data_acceptance],
+        excluded_checks=[positive_data_acceptance, negative_data_rejection],
     )

@@ -364,3 +364,11 @@ def test_day_n_keeps_the_wall_clock_time(at: datetime, n: int, tz: ZoneInfo) -> 
     assert target == localize(wall, tz)
     if localize(wall, tz).astimezone(tz).replace(tzinfo=None) == wall:  # not in a gap
         assert target.astimezone(tz).replace(tzinfo=None) == wall
+
+
+def test_zone_never_raises_on_odd_names() -> None:
+    from worker.engine.timing import zone
+
+    assert zone("Europe/Berlin") == ZoneInfo("Europe/Berlin")
+    for name in ("0" * 300 + "\x80", "../etc/passwd", "/etc/localtime", "", None, "Mars/Base"):
+        assert zone(name) is None

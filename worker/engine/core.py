@@ -108,7 +108,7 @@ class Engine:
         }
 
     def recipient_tz(self, lead: Lead) -> ZoneInfo:
-        return _zone(lead.timezone) or ZoneInfo(self.default_timezone)
+        return timing.zone(lead.timezone) or ZoneInfo(self.default_timezone)
 
     def schedule_tz(self, definition: SequenceDef | None, lead: Lead) -> ZoneInfo:
         if definition is None or definition.model.timezone == "lead":
@@ -919,15 +919,6 @@ class Engine:
         enrollment.version = definition.version
         self._complete_if_done(world, enrollment, now, outcome)
         return outcome, Migration(retimed, skipped, removed, added)
-
-
-def _zone(name: str | None) -> ZoneInfo | None:
-    if not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (KeyError, ValueError):
-        return None
 
 
 def _owner(world: LeadWorld, run: StepRun) -> Enrollment | None:

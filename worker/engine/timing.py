@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.spec.durations import Duration
 
@@ -26,6 +26,17 @@ class WindowRule:
     def __post_init__(self) -> None:
         if self.days is not None and not self.days <= frozenset(range(7)):
             raise ValueError(f"weekdays run from 0 (Monday) to 6 (Sunday), got {sorted(self.days)}")
+
+
+def zone(name: str | None) -> ZoneInfo | None:
+    """The IANA zone of that name, or None; never raises (the tz database reads files, and a
+    long or odd name makes it fail with OSError rather than ZoneInfoNotFoundError)."""
+    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
 
 
 def to_utc(at: datetime) -> datetime:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from worker.engine.conditions import ConditionError, compile_condition
+from worker.engine.timing import zone
 from worker.spec.durations import Duration, parse_duration
 
 EVENT_TYPE = re.compile(r"^[a-z0-9_.-]+$")
@@ -90,10 +90,8 @@ TemplateName = Annotated[str, PlainValidator(_template_name)]
 def _timezone(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected an IANA time zone like Europe/Berlin, got {value!r}")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Berlin)") from exc
+    if zone(value) is None:
+        raise ValueError(f"{value[:64]!r} is not an IANA time zone (like Europe/Berlin)")
     return value
 
 
