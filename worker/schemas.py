@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from worker.engine.state import Event, Lead
 from worker.engine.timing import zone
@@ -66,6 +66,14 @@ AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: refuse it here, naming the field, not with a 500
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("contains a NUL character")
+        return value
 
 
 class Consent(Strict):

@@ -91,6 +91,13 @@ def test_an_event_enrolls_and_a_repeated_id_changes_nothing(
     assert client.post("/v1/events", json=upgraded, headers=AUTH).json()["exited"] == ["trial"]
 
 
+def test_a_new_identity_fills_a_gap_but_never_replaces_one(client: TestClient) -> None:
+    lead_id = client.post("/v1/events", json=EVENT, headers=AUTH).json()["lead_id"]
+    other = {**EVENT, "id": "evt_9", "lead": {"email": "ana@example.com", "external_id": "x-1"}}
+    assert client.post("/v1/events", json=other, headers=AUTH).json()["lead_id"] == lead_id
+    assert client.get(f"/v1/leads/{lead_id}", headers=AUTH).json()["external_id"] == "crm-42"
+
+
 def test_the_lead_is_found_by_each_identity_and_shows_its_timeline(client: TestClient) -> None:
     lead_id = client.post("/v1/events", json=EVENT, headers=AUTH).json()["lead_id"]
     for query in ("email=ana@example.com", "phone=%2B4915112345678", "external_id=crm-42"):
@@ -178,6 +185,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("properties", "not an object"), "properties"),
         (_with("lead.consent", {"email": "maybe"}), "lead.consent.email"),
         ({**EVENT, "lead": {"first_name": "Ana"}}, "lead"),
+        (_with("lead.first_name", "A\u0000B"), "lead.first_name"),
     ],
 )
 def test_bad_input_names_the_field_and_writes_nothing(

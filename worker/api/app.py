@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from worker.api import events, leads
+from worker.api import events, leads, webhooks
 from worker.api.deps import BodyLimit, install_error_handlers
 from worker.runtime import Runtime, current
 
@@ -25,6 +25,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = current) -> FastAPI:
     install_error_handlers(app)
     app.include_router(events.router)
     app.include_router(leads.router)
+    app.include_router(webhooks.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -46,12 +46,13 @@ def find_or_create(session: Session, data: LeadIn, now: datetime, source: str) -
 
 def merge(session: Session, row: LeadRow, data: LeadIn, now: datetime, source: str) -> None:
     """Fill in what the lead did not have; an identity another lead holds is left alone."""
+    # identities only fill gaps: a Shopify customer id never replaces the CRM's external id
     for name, value in (
         ("external_id", data.external_id),
         ("email", data.email.lower() if data.email else None),
         ("phone", data.phone),
     ):
-        if value and getattr(row, name) != value and not _taken(session, name, value, row.id):
+        if value and getattr(row, name) is None and not _taken(session, name, value, row.id):
             setattr(row, name, value)
     for name in ("first_name", "last_name", "timezone"):
         value = getattr(data, name)
