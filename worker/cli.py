@@ -416,6 +416,20 @@ def sequences_reload() -> None:
     out.print(f"ok: {len(found.catalog.sequences)} sequence(s) loaded")
 
 
+@app.command()
+def stats(
+    sequence: Annotated[str | None, typer.Argument(help="One sequence's funnel.")] = None,
+) -> None:
+    """The funnel per step and variant (or one line per sequence)."""
+    from worker.cli_stats import stats_table
+    from worker.stats import UnknownSequence
+
+    try:
+        out.print(stats_table(runtime(), sequence))
+    except UnknownSequence as exc:
+        fail(str(exc))
+
+
 @app.command("diff")
 def diff_command(
     revision: Annotated[

@@ -39,6 +39,7 @@ from worker.store.switches import read_switches
 from worker.store.tables import MessageRow, StepRunRow
 from worker.store.worlds import Loaded, load_world, lock_lead, new_id
 from worker.tokens import unsubscribe_url
+from worker.tracking import track
 
 MAX_ATTEMPTS = 6
 Clock = Callable[[], datetime]
@@ -283,7 +284,13 @@ def _compose(runtime: Runtime, loaded: Loaded, run: StepRun, go: Go, now: dateti
     )
     templates = runtime.catalog.templates
     assert templates is not None
-    composed = compose(templates, go, values)
+    composed = track(
+        runtime.config,
+        definition.model.tracking if definition else None,
+        compose(templates, go, values),
+        step_run_id=run.id or "",
+        lead_id=loaded.lead_row.id,
+    )
     if composed.channel == "crm_task" and composed.to is None:
         composed = Composed(**{**composed.__dict__, "to": loaded.world.lead.email})
     return composed

@@ -110,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # Starlette's class, so errors FastAPI raises itself (a body it cannot parse) look alike
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
             400: "bad_request",
             401: "unauthorized",
@@ -119,11 +119,24 @@ def install_error_handlers(app: FastAPI) -> None:
             409: "conflict",
             413: "too_large",
         }.get(exc.status_code, "error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(
             error_body(str(exc.detail), code=code),
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers or None,
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves for this path: one path can span several routers."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(request.url.path):
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 class BodyLimit:
