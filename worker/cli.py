@@ -229,9 +229,14 @@ def db_upgrade() -> None:
 @app.command()
 def run(port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000) -> None:
     """API, worker and beat in one process, on the embedded defaults; no setup needed."""
+    import os
+
     from worker.processes import prepare_home, run_all
     from worker.support import deploy
 
+    # links in messages (unsubscribe, tracking) must point at this server unless told otherwise
+    os.environ.setdefault("NURTURE_PUBLIC_URL", f"http://127.0.0.1:{port}")
+    settings.cache_clear()
     config = settings()
     token = prepare_home(config)
     deploy(runtime(), reload=False)
