@@ -17,7 +17,13 @@ from worker.ingest import finish
 from worker.runtime import Runtime
 from worker.spec.catalog import SequenceDef
 from worker.store.db import transaction
-from worker.store.leads import find_lead, lead_messages, leads_in_sequence, recent_events
+from worker.store.leads import (
+    find_lead,
+    lead_messages,
+    lead_summary,
+    leads_in_sequence,
+    recent_events,
+)
 from worker.store.switches import write_switch
 from worker.store.tables import LeadRow
 from worker.store.versions import deployed_versions, record_versions
@@ -179,13 +185,7 @@ def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
         world = loaded.world
         rules = runtime.engine.rules
         return {
-            "id": row.id,
-            "email": row.email,
-            "phone": row.phone,
-            "external_id": row.external_id,
-            "first_name": row.first_name,
-            "last_name": row.last_name,
-            "timezone": row.timezone,
+            **lead_summary(row),
             "attributes": row.attributes,
             "consent": row.consent,
             "score": scoring.score_at(world.lead.score, rules, now),

@@ -75,6 +75,7 @@ def _taken(session: Session, name: str, value: str, lead_id: str) -> bool:
 
 
 def lead_summary(row: LeadRow) -> dict[str, Any]:
+    """Who the lead is: the identities and names every view of a lead starts with."""
     return {
         "id": row.id,
         "email": row.email,
