@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from worker.compose import compose, context
 from worker.engine import timing
 from worker.engine.checks import Finish, Go, Switches, Wait
-from worker.engine.core import Engine, Migration
+from worker.engine.core import Engine, Migration, counter
 from worker.engine.state import Entry, Event, Lead, LeadWorld, Outcome, StepRun, StepStatus
 from worker.rendering import RenderError
 from worker.schemas import EventTypeName, LeadIn
@@ -133,7 +133,7 @@ class Simulation:
     switches: Switches = field(default_factory=Switches)
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.catalog)
+        self.engine = Engine(self.catalog, new_id=counter())
 
     def redeploy(self, catalog: Catalog, at: datetime) -> dict[str, Migration]:
         """A new version of the files: enrollments in flight follow it by step id."""

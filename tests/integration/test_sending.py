@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from tests.integration.conftest import Sink, make_runtime
 from worker.ingest import ingest
-from worker.runtime import Runtime
+from worker.runtime import Runtime, build
 from worker.schemas import EventIn
 from worker.sending import send_step
 from worker.store.db import transaction
@@ -140,3 +140,17 @@ def test_a_lease_whose_task_vanished_is_sent_after_the_sweeper(
     assert again == step
     assert send_step(runtime, step, clock=lambda: now + timedelta(minutes=5)) == "sent"
     assert smtp_sink.step_runs() == [step]
+
+
+def test_two_processes_enrolling_leads_never_reuse_an_enrollment_id(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    other = make_runtime(tmp_path, runtime.config.database_url or "", {})
+    now = datetime.now(UTC)
+    for number, found in enumerate((runtime, other, build(runtime.config))):
+        payload = {"type": "signed_up", "lead": {"email": f"lead{number}@example.com"}}
+        with transaction(found.database) as session:
+            assert ingest(session, found.engine, EventIn.model_validate(payload), now).enrolled
+    with runtime.database.connect() as connection:
+        count = connection.execute(text("SELECT count(DISTINCT id) FROM enrollments")).scalar_one()
+    assert count == 3

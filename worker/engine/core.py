@@ -6,6 +6,7 @@ back as timeline entries and emitted events. No database, no broker, no network,
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,9 +56,15 @@ SENT_EVENT = {"email": "email_sent", "sms": "sms_sent", "whatsapp": "whatsapp_se
 ACTION_OF_CHANNEL = {"crm_task": "crm_task", "notify": "notify"}
 
 
-def _counter() -> Callable[[], str]:
+def counter() -> Callable[[], str]:
+    """Enrollment ids `e1`, `e2` …: for a simulation, where one engine sees everything."""
     numbers = itertools.count(1)
     return lambda: f"e{next(numbers)}"
+
+
+def unique_id() -> str:
+    """Enrollment ids for the database: unique across processes and restarts."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class Engine:
     ) -> None:
         self.catalog = catalog
         self.default_timezone = catalog.policy.default_timezone or default_timezone
-        self.new_id = new_id or _counter()
+        self.new_id = new_id or unique_id
         rules = catalog.scoring
         self.rules = (
             scoring.ScoringRules(
