@@ -46,6 +46,14 @@ SOLO_WORKER = [
 err = Console(stderr=True)
 
 
+def wide_console() -> Console:
+    """Wide enough for the result tables, also when the output goes to a file."""
+    found = Console()
+    if found.width < 120:
+        found = Console(width=120)
+    return found
+
+
 # -- running a benchmark ---------------------------------------------------------------------
 
 
@@ -269,6 +277,13 @@ class Processes:
     def stop_all(self) -> None:
         for name in list(self.running):
             self.stop(name)
+
+    def check(self) -> None:
+        """Raise when a process has exited on its own (a crash, a broken import …)."""
+        for name, process in self.running.items():
+            if process.poll() is not None:
+                tail = "\n".join(self.log(name).splitlines()[-25:])
+                raise RuntimeError(f"{name} exited ({process.returncode}):\n{tail}")
 
     def log(self, name: str) -> str:
         path = self.folder / f"{name}.log"

@@ -41,8 +41,8 @@ from _servers import (
     nurture_env,
     run_main,
     wait_until_idle,
+    wide_console,
 )
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, create_engine, event
 from sqlmodel import Session
@@ -53,7 +53,7 @@ from worker.store.steps import claim_due
 
 CLAIM_GOAL = 1.2
 RSS_GOAL = 1.1
-console = Console()
+console = wide_console()
 
 
 @dataclass
@@ -228,6 +228,7 @@ def run_worker(
             state.peak_rss_kib = max(state.peak_rss_kib, rss)
             if (elapsed >= args.run_seconds and state.sent >= state.due) or elapsed > cap:
                 break
+            processes.check()
             time.sleep(0.25)
         state.ran_seconds = elapsed
         final = memory_kib(worker.pid)
