@@ -67,9 +67,18 @@ class Runtime:
     commit: str | None = None
     fingerprint: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    checked_at: float = 0.0
-    check_every: float = 2.0
-    """Seconds between looks at the files: a task must not stat every template each time."""
+    looked_at: dict[str, float] = field(default_factory=dict)
+    look_every: float = 2.0
+    """Seconds between looks at the files (and at the deployed versions): a task must not
+    stat every template, nor a tick query the versions, each time."""
+
+    def due_to_look(self, what: str) -> bool:
+        """At most one look at `what` per `look_every` seconds in this process."""
+        now = time.monotonic()
+        if now - self.looked_at.get(what, float("-inf")) < self.look_every:
+            return False
+        self.looked_at[what] = now
+        return True
 
     def reload(self) -> Catalog:
         """All or nothing: a broken commit changes nothing (raises CatalogError)."""
@@ -83,9 +92,8 @@ class Runtime:
             return catalog
 
     def reload_if_changed(self) -> bool:
-        if time.monotonic() - self.checked_at < self.check_every:
+        if not self.due_to_look("files"):
             return False
-        self.checked_at = time.monotonic()
         if files_fingerprint(self.config) == self.fingerprint:
             return False
         try:

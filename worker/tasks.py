@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -103,7 +102,7 @@ def dispatch_tick() -> int:
     Backpressure: at most `dispatch_batch` steps are in flight at once, so every leased step
     is started long before its lease ends and the broker never holds a backlog."""
     found = runtime()
-    if needs_deploy(found):
+    if found.due_to_look("deploy") and needs_deploy(found):
         try:
             deployed = deploy(found, reload=False)
             log.info("deployed new sequence versions: %s", ", ".join(deployed.changed) or "none")
@@ -160,8 +159,3 @@ def worker_argv(
     if beat:
         argv.append("--beat")
     return argv
-
-
-def ensure_home(config: Settings) -> Path:
-    config.home.mkdir(parents=True, exist_ok=True)
-    return config.home

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from worker.engine.state import Enrollment, Lead, StepRun, StepStatus
+from worker.engine.state import Enrollment, Lead, StepStatus
 from worker.spec import models
 
 MESSAGE_CHANNELS = frozenset({"email", "sms", "whatsapp"})
@@ -114,7 +114,3 @@ def whatsapp_session(lead: Lead, content: object, now: datetime) -> Decision | N
     if last is None or now - last >= WHATSAPP_SESSION:
         return Finish(StepStatus.SKIPPED, "whatsapp_window")
     return None
-
-
-def due(run: StepRun, now: datetime) -> bool:
-    return run.status is StepStatus.PENDING and run.due_at is not None and run.due_at <= now

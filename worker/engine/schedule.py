@@ -72,11 +72,6 @@ def place(nominal: datetime, placement: Placement) -> datetime | None:
     return None
 
 
-def allowed_now(now: datetime, placement: Placement) -> datetime | None:
-    """`now` when sending is allowed now, else the next allowed instant (None: never)."""
-    return place(now, placement)
-
-
 def choose_variant(lead_id: str, sequence_id: str, step_id: str, weights: list[float]) -> int:
     """Sticky A/B: the same lead always gets the same variant of a step."""
     digest = hashlib.sha256(f"{lead_id}:{sequence_id}:{step_id}".encode()).digest()
