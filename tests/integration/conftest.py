@@ -121,3 +121,12 @@ def make_runtime(
         )
     upgrade(database_url)
     return build(config)
+
+
+@pytest.fixture(scope="session")
+def mocks() -> Iterator[Any]:
+    """Prism contract mocks of Twilio and HubSpot (tests/integration/provider_mocks.py)."""
+    from tests.integration.provider_mocks import provider_mocks
+
+    with provider_mocks() as running:
+        yield running
