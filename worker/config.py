@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # the scheduler's rhythm (seconds); tests shorten them
     dispatch_interval: float = 1.0
     dispatch_batch: int = 200
+    send_batch: int = 20
+    """Steps one send task claims, hands over and records together (one transaction each)."""
     sweep_interval: float = 15.0
     lease_seconds: float = 60.0
     unknown_after_seconds: float = 600.0

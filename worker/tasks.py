@@ -8,6 +8,8 @@ re-queues what a lost message held).
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from worker.config import Settings, settings
 from worker.ingest import finish
 from worker.runtime import CatalogError, Runtime, current
-from worker.sending import send_step
+from worker.sending import send_step, send_steps
 from worker.store.db import transaction
 from worker.store.leads import leads_to_wake
 from worker.store.steps import claim_due, in_flight, sweep
@@ -95,9 +97,20 @@ def send(step_run_id: str) -> str:
     return send_step(runtime(), step_run_id)
 
 
+@app.task(name="step.send_batch")
+def send_batch(step_run_ids: list[str]) -> str:
+    results = send_steps(runtime(), step_run_ids)
+    return ", ".join(f"{count} {what}" for what, count in _tally(results.values()).items())
+
+
+def _tally(results: Iterable[str]) -> Counter[str]:
+    return Counter(result.split(" (")[0].split(" at ")[0] for result in results)
+
+
 @app.task(name="dispatch.tick")
 def dispatch_tick() -> int:
-    """Lease due steps, commit, then enqueue: a rolled-back lease never starts a task.
+    """Lease due steps, commit, then enqueue: a rolled-back lease never starts a task. A task
+    carries up to `send_batch` steps, in due order, and sends them together.
 
     Backpressure: at most `dispatch_batch` steps are in flight at once, so every leased step
     is started long before its lease ends and the broker never holds a backlog."""
@@ -115,8 +128,9 @@ def dispatch_tick() -> int:
             return 0
         lease = timedelta(seconds=config.lease_seconds)
         leased = claim_due(session, datetime.now(UTC), room, lease)
-    for step_run_id in leased:
-        send.delay(step_run_id)
+    size = max(1, config.send_batch)
+    for start in range(0, len(leased), size):
+        send_batch.delay(leased[start : start + size])
     return len(leased)
 
 

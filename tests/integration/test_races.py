@@ -9,15 +9,17 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from tests.integration.conftest import Sink, make_runtime
+from worker import sending
 from worker.ingest import ingest
 from worker.runtime import Runtime
 from worker.schemas import EventIn
-from worker.sending import send_step
+from worker.sending import send_step, send_steps
 from worker.store.db import transaction
 from worker.store.steps import claim_due
 
@@ -135,3 +137,75 @@ def test_an_order_racing_a_due_reminder_never_sends_after_the_exit(
             assert _utc(claimed_at) <= _utc(ended_at)  # the claim came first
         else:
             assert status == "skipped"
+
+
+def test_send_tasks_with_overlapping_batches_send_every_step_once(
+    runtime: Runtime, smtp_sink: Sink
+) -> None:
+    enroll_many(runtime)
+    steps = []
+    while batch := claim(runtime):
+        steps.extend(batch)
+    # three rounds of batches of 9 over the same steps, shifted so every batch overlaps others
+    batches = [steps[start : start + 9] for shift in (0, 3, 6) for start in
+               range(-shift, len(steps), 9)]  # fmt: skip
+    batches = [batch for batch in batches if batch]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda batch: send_steps(runtime, batch), batches))
+    outcomes = Counter(result for found in results for result in found.values())
+    assert outcomes["sent"] == LEADS
+    assert sorted(smtp_sink.step_runs()) == sorted(steps)
+    with runtime.database.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM messages")).scalar_one() == LEADS
+
+
+def test_a_step_that_breaks_its_batch_is_tried_alone_and_holds_nobody_back(
+    runtime: Runtime, smtp_sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enroll_many(runtime)
+    steps = []
+    while batch := claim(runtime):
+        steps.extend(batch)
+    poison = steps[3]
+    original = sending._compose
+
+    def broken(runtime: Runtime, loaded: Any, run: Any, go: Any, now: datetime) -> Any:
+        if run.id == poison:
+            raise RuntimeError("a bug in one step")
+        return original(runtime, loaded, run, go, now)
+
+    monkeypatch.setattr(sending, "_compose", broken)
+    results = send_steps(runtime, steps[:10])
+    assert results[poison].startswith("error (a bug in one step")
+    assert [results[step] for step in steps[:10] if step != poison] == ["sent"] * 9
+    assert sorted(smtp_sink.step_runs()) == sorted(s for s in steps[:10] if s != poison)
+    with runtime.database.connect() as connection:
+        status = connection.execute(
+            text("SELECT status FROM step_runs WHERE id = :id"), {"id": poison}
+        ).scalar_one()
+    assert status == "queued"  # untouched: the sweeper gives it back when its lease ends
+
+
+def test_a_batch_with_a_repeated_an_exited_and_a_missing_step_settles_each(
+    runtime: Runtime, smtp_sink: Sink
+) -> None:
+    enroll_many(runtime)
+    steps = []
+    while batch := claim(runtime):
+        steps.extend(batch)
+    with runtime.database.connect() as connection:
+        owner: dict[str, str] = dict(
+            connection.execute(
+                text("SELECT s.id, l.email FROM step_runs s JOIN leads l ON l.id = s.lead_id")
+            ).all()
+        )
+    exited = steps[0]
+    post(runtime, "order_placed", int(owner[exited].removeprefix("lead").split("@")[0]))
+    results = send_steps(runtime, [exited, steps[1], steps[1], steps[2], "no-such-step"])
+    assert results == {
+        exited: "not claimable (skipped)",  # the exit finished it
+        steps[1]: "sent",
+        steps[2]: "sent",
+        "no-such-step": "no such step",
+    }
+    assert sorted(smtp_sink.step_runs()) == sorted(steps[1:3])

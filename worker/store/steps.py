@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
 LEASE = timedelta(seconds=60)
@@ -90,26 +90,42 @@ def db_time(session: Session, at: datetime) -> datetime | str:
     return at
 
 
-def mark_claimed(session: Session, step_run_id: str, now: datetime, lease: timedelta) -> bool:
-    """queued|pending → claimed, by compare-and-set: False when something else got there."""
-    found = session.execute(
-        text(
-            "UPDATE step_runs SET status = 'claimed', claimed_at = :now, "
-            "lease_until = :lease, attempts = attempts + 1 "
-            "WHERE id = :id AND status IN ('queued', 'pending')"
-        ),
-        {"id": step_run_id, "now": db_time(session, now), "lease": db_time(session, now + lease)},
+def leads_of(session: Session, step_run_ids: list[str]) -> dict[str, str]:
+    """step run id → its lead's id, for the steps that exist."""
+    statement = text("SELECT id, lead_id FROM step_runs WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
     )
-    return _count(found) == 1
+    return {row[0]: row[1] for row in session.execute(statement, {"ids": step_run_ids})}
 
 
-def mark_sending(session: Session, step_run_id: str) -> bool:
-    """claimed → sending, committed before the provider is called."""
+def mark_claimed(
+    session: Session, step_run_ids: list[str], now: datetime, lease: timedelta
+) -> set[str]:
+    """queued|pending → claimed, by compare-and-set: the ids that moved (the rest were taken
+    by something else first)."""
+    if not step_run_ids:
+        return set()
+    statement = text(
+        "UPDATE step_runs SET status = 'claimed', claimed_at = :now, "
+        "lease_until = :lease, attempts = attempts + 1 "
+        "WHERE id IN :ids AND status IN ('queued', 'pending') RETURNING id"
+    ).bindparams(bindparam("ids", expanding=True))
     found = session.execute(
-        text("UPDATE step_runs SET status = 'sending' WHERE id = :id AND status = 'claimed'"),
-        {"id": step_run_id},
+        statement,
+        {"ids": step_run_ids, "now": db_time(session, now), "lease": db_time(session, now + lease)},
     )
-    return _count(found) == 1
+    return {row[0] for row in found}
+
+
+def mark_sending(session: Session, step_run_ids: list[str]) -> set[str]:
+    """claimed → sending, committed before the provider is called: the ids that moved."""
+    if not step_run_ids:
+        return set()
+    statement = text(
+        "UPDATE step_runs SET status = 'sending' WHERE id IN :ids AND status = 'claimed' "
+        "RETURNING id"
+    ).bindparams(bindparam("ids", expanding=True))
+    return {row[0] for row in session.execute(statement, {"ids": step_run_ids})}
 
 
 def release_holds(session: Session, hold: str, now: datetime, sequence: str | None) -> int:

@@ -7,6 +7,7 @@ engine never sees the database and the database never sees a half-decided state.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,46 +59,71 @@ def lock_lead(session: Session, lead_id: str) -> LeadRow | None:
     return session.execute(statement).scalar_one_or_none()
 
 
+def lock_leads(session: Session, lead_ids: Iterable[str]) -> dict[str, LeadRow]:
+    """Several leads locked at once, in id order: two batches over the same leads queue up
+    behind each other instead of deadlocking."""
+    statement = (
+        select(LeadRow)
+        .where(col(LeadRow.id).in_(sorted(set(lead_ids))))
+        .order_by(col(LeadRow.id))
+        .with_for_update()
+    )
+    return {row.id: row for row in session.execute(statement).scalars()}
+
+
 def load_world(session: Session, lead_row: LeadRow, now: datetime) -> Loaded:
-    lead = _lead(lead_row)
+    return load_worlds(session, [lead_row], now)[lead_row.id]
+
+
+def load_worlds(session: Session, lead_rows: Iterable[LeadRow], now: datetime) -> dict[str, Loaded]:
+    """The worlds of several leads in three queries, whatever their number."""
+    found: dict[str, Loaded] = {}
+    for lead_row in lead_rows:
+        found[lead_row.id] = Loaded(LeadWorld(_lead(lead_row)), lead_row)
+    if not found:
+        return found
+    ids = list(found)
     sends = session.execute(
-        select(col(MessageRow.sent_at), col(MessageRow.channel)).where(
-            col(MessageRow.lead_id) == lead_row.id,
+        select(col(MessageRow.lead_id), col(MessageRow.sent_at), col(MessageRow.channel)).where(
+            col(MessageRow.lead_id).in_(ids),
             col(MessageRow.sent_at) >= now - CAP_HORIZON,
         )
     ).all()
-    lead.sends = [(at, channel) for at, channel in sends]
-    loaded = Loaded(LeadWorld(lead), lead_row)
+    for lead_id, at, channel in sends:
+        found[lead_id].world.lead.sends.append((at, channel))
     enrollments = session.execute(
-        select(EnrollmentRow).where(col(EnrollmentRow.lead_id) == lead_row.id)
+        select(EnrollmentRow).where(col(EnrollmentRow.lead_id).in_(ids))
     ).scalars()
     active_ids = []
+    by_enrollment: dict[str, Enrollment] = {}
     for row in enrollments:
         enrollment = _enrollment(row)
+        loaded = found[row.lead_id]
         loaded.world.enrollments.append(enrollment)
         loaded.enrollment_rows[row.id] = row
+        by_enrollment[row.id] = enrollment
         if row.status == "active":
             active_ids.append(row.id)
     runs = session.execute(
         select(StepRunRow)
         .where(
-            col(StepRunRow.lead_id) == lead_row.id,
+            col(StepRunRow.lead_id).in_(ids),
             (col(StepRunRow.enrollment_id).in_(active_ids))
             | (col(StepRunRow.enrollment_id).is_(None))
             # an ended enrollment's decided reaction still on its way
             | (col(StepRunRow.status).in_(["pending", "queued", "claimed", "sending"])),
         )
-        .order_by(col(StepRunRow.position))
+        .order_by(col(StepRunRow.lead_id), col(StepRunRow.position))
     ).scalars()
-    by_enrollment = {e.id: e for e in loaded.world.enrollments}
     for run_row in runs:
         run = _run(run_row)
+        loaded = found[run_row.lead_id]
         loaded.run_rows[run_row.id] = run_row
         if run_row.enrollment_id is None:
             loaded.world.actions.append(run)
         else:
             by_enrollment[run_row.enrollment_id].steps.append(run)
-    return loaded
+    return found
 
 
 def save_world(session: Session, loaded: Loaded, now: datetime) -> None:
