@@ -66,7 +66,8 @@ from sqlalchemy.engine import make_url
 from tests.integration.servers import postgres, redis
 
 GOAL = 0.6
-TASK = re.compile(r"Task step\.send\[[^\]]+\] succeeded in ([0-9.e-]+)s: '([^']*)'")
+TASK = re.compile(r"Task step\.send_batch\[[^\]]+\] succeeded in ([0-9.e-]+)s: '([^']*)'")
+TALLY = re.compile(r"(\d+) ([^,]+)")
 console = wide_console()
 
 
@@ -103,6 +104,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=0.2, help="NURTURE_DISPATCH_INTERVAL")
     parser.add_argument("--batch", type=int, default=1000, help="NURTURE_DISPATCH_BATCH: "
                         "steps leased per tick, and at most in flight")  # fmt: skip
+    parser.add_argument("--send-batch", type=int, default=20, help="NURTURE_SEND_BATCH: "
+                        "steps per send task")  # fmt: skip
     parser.add_argument("--lease", type=float, default=60.0, help="NURTURE_LEASE_SECONDS")
     parser.add_argument("--stall", type=float, default=120.0, help="give up after this long "
                         "without a new message at the sink")  # fmt: skip
@@ -141,6 +144,7 @@ def run(args: argparse.Namespace, folder: Path) -> Measured:
             folder, database_url, broker_url, sink.port,
             NURTURE_DISPATCH_INTERVAL=str(args.interval),
             NURTURE_DISPATCH_BATCH=str(args.batch),
+            NURTURE_SEND_BATCH=str(args.send_batch),
             NURTURE_LEASE_SECONDS=str(args.lease),
         )  # fmt: skip
         database = create_engine(database_url)
@@ -154,7 +158,8 @@ def run(args: argparse.Namespace, folder: Path) -> Measured:
         for line in TASK.finditer("".join(processes.log(f"worker-{n}") for n in
                                           range(args.workers))):  # fmt: skip
             measured.task_seconds.append(float(line.group(1)))
-            measured.tasks[re.sub(r" \(.*", "", line.group(2))] += 1
+            for count, what in TALLY.findall(line.group(2)):
+                measured.tasks[what] += int(count)
         ids = sink.ids()
         measured.sink_count, measured.distinct = len(ids), len(set(ids))
         stats = sink.stats()
@@ -309,10 +314,10 @@ def report(args: argparse.Namespace, m: Measured) -> int:
     once_text = "[green]yes" if once else "[red]NO"
     table.add_row("[b]every step sent exactly once", f"[b]{once_text}")
     tasks = ", ".join(f"{k} {v:,}" for k, v in m.tasks.most_common())
-    table.add_row("step.send tasks by result", tasks or "(none logged)")
+    table.add_row("steps by task result", tasks or "(none logged)")
     if m.task_seconds:
         table.add_row(
-            "step.send task time: median / p99",
+            "step.send_batch task time: median / p99",
             f"{statistics.median(m.task_seconds) * 1000:,.1f} ms / "
             f"{sorted(m.task_seconds)[int(len(m.task_seconds) * 0.99)] * 1000:,.1f} ms",
         )
