@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from integrations import mime
-from integrations.ports import CrmTaskRequest, EmailMessage, SendResult, TextMessage
+from integrations.ports import (
+    CrmTaskRequest,
+    EmailMessage,
+    PushResult,
+    SendResult,
+    TextMessage,
+)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -68,8 +74,20 @@ class OutboxCrm:
         )
         return SendResult(provider_message_id=f"outbox-task-{_name(task.reference)}")
 
-    def push(self, changes: list[dict[str, Any]]) -> None:
+    def push(self, changes: list[dict[str, Any]]) -> PushResult:
+        """The same JSON the webhook CRM POSTs, one change a line, in order per contact."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with (self.folder / "changes.jsonl").open("a", encoding="utf-8") as out:
             for change in changes:
                 out.write(json.dumps(change, ensure_ascii=False, default=str) + "\n")
+        return PushResult()
+
+
+class NoCrm:
+    """`NURTURE_CRM_BACKEND=none`: tasks and changes go nowhere."""
+
+    def create_task(self, task: CrmTaskRequest) -> SendResult:
+        return SendResult(provider_message_id=f"none-task-{_name(task.reference)}")
+
+    def push(self, changes: list[dict[str, Any]]) -> PushResult:
+        return PushResult()

@@ -21,6 +21,23 @@ class TemporaryError(ProviderError):
     """Try again later; nothing was accepted."""
 
 
+class RateLimited(TemporaryError):
+    """A 429: try again after `retry_after` seconds (the provider's Retry-After), if it said."""
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class DeliveryUncertain(Exception):
+    """The provider may have accepted the message: the request went out and no answer came
+    back (a timeout after SMTP's end of data, a dropped HTTP response). Neither retried nor
+    failed: not a ProviderError on purpose, so the step stays handed over, the sweeper marks
+    it `unknown`, and it is never sent twice."""
+
+
 class PermanentError(ProviderError):
     """Do not try again. `suppress` names the reason to stop contacting the address, if any."""
 
@@ -70,6 +87,18 @@ class CrmTaskRequest:
     reference: str
 
 
+@dataclass(frozen=True)
+class PushResult:
+    """What a CRM made of one push of changes; a contact it does not name was applied."""
+
+    rejected: dict[str, str] = field(default_factory=dict)
+    """lead id → why the CRM refused the contact's changes (a 4xx): recorded, never retried."""
+    deferred: dict[str, str] = field(default_factory=dict)
+    """lead id → a temporary failure (429, 5xx, no connection): retried later, in order."""
+    retry_after: float | None = None
+    """Seconds the CRM asked us to wait (Retry-After) before the deferred ones."""
+
+
 class EmailSender(Protocol):
     def send(self, message: EmailMessage) -> SendResult: ...
 
@@ -81,4 +110,7 @@ class TextSender(Protocol):
 class Crm(Protocol):
     def create_task(self, task: CrmTaskRequest) -> SendResult: ...
 
-    def push(self, changes: list[dict[str, Any]]) -> None: ...
+    def push(self, changes: list[dict[str, Any]]) -> PushResult:
+        """Tell the CRM `changes` (worker.crm_sync's JSON, in order per contact): raise
+        TemporaryError when none were applied, name the contacts that failed otherwise."""
+        ...

@@ -85,9 +85,17 @@ def preview(
     sequence: Annotated[str, typer.Argument(help="Sequence id.")],
     step: Annotated[str, typer.Argument(help="Step id (or a send: id under on:).")],
     lead: Annotated[Path | None, typer.Option(help="A JSON lead, as in POST /v1/events.")] = None,
+    send_to: Annotated[
+        str | None,
+        typer.Option(
+            "--send-to",
+            help="Also send it to this address (or phone number) through the configured provider.",
+        ),
+    ] = None,
 ) -> None:
-    """Render one step for a sample or a given lead."""
-    from worker.previewing import preview_step
+    """Render one step for a sample or a given lead; optionally send a test message."""
+    from integrations.ports import ProviderError
+    from worker.previewing import preview_step, send_preview
 
     catalog = load()
     lead_data = read_json_file(lead) if lead else None
@@ -96,6 +104,13 @@ def preview(
     except ValueError as exc:
         fail(str(exc))
     out.print(text, markup=False)
+    if send_to:
+        try:
+            sent = send_preview(settings(), catalog, sequence, step, lead_data, send_to)
+        except (ValueError, ProviderError) as exc:
+            fail(f"not sent: {exc}")
+        for line in sent:
+            out.print(f"sent: {line}", markup=False)
 
 
 @app.command()
@@ -203,6 +218,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(lead_app, name="lead")
 app.add_typer(sequences_app, name="sequences")
 app.add_typer(sends_app, name="sends")
+inbox_app = typer.Typer(help="The reply mailbox: replies, bounces.", no_args_is_help=True)
+app.add_typer(inbox_app, name="inbox")
 
 
 def runtime() -> Any:
@@ -521,6 +538,41 @@ def sends_pause() -> None:
 def sends_resume() -> None:
     _switch("sends", "running")
     out.print("sends resumed")
+
+
+crm_app = typer.Typer(help="The CRM: HubSpot's custom contact properties.", no_args_is_help=True)
+app.add_typer(crm_app, name="crm")
+
+
+@crm_app.command("setup")
+def crm_setup() -> None:
+    """Create Nurture's contact properties (and their group) in HubSpot where missing."""
+    from integrations.hubspot import HubSpotCrm
+    from integrations.ports import ProviderError
+    from worker.crm_sync import hubspot_setup
+
+    try:
+        created = hubspot_setup(HubSpotCrm.from_settings(settings()))
+    except ValueError as exc:
+        fail(str(exc))
+    except ProviderError as exc:
+        fail(f"HubSpot refused: {exc}")
+    for name in created:
+        out.print(f"created {name}")
+    out.print("HubSpot has every Nurture property" + ("" if created else " already"))
+
+
+@inbox_app.command("poll")
+def inbox_poll() -> None:
+    """Read the reply mailbox once: replies, auto-replies, bounces and complaints."""
+    from integrations.imap import ImapError
+    from worker.inbox import InboxNotConfigured, poll
+
+    try:
+        polled = poll(runtime())
+    except (InboxNotConfigured, ImapError) as exc:
+        fail(f"inbox: {exc}")
+    out.print(polled.summary(), markup=False)
 
 
 def main() -> None:  # pragma: no cover

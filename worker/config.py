@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_private_key: SecretStr | None = None
+    """PEM text, or the path of a file holding it."""
+    smtp_timeout: float = 30.0
+    smtp_ca_file: Path | None = None
+    """Extra CAs to trust for the relay's TLS certificate (a private CA; tests). Certificates
+    are always verified."""
+    unsubscribe_mailto: str | None = None
+    """The address of the `mailto:` List-Unsubscribe (`off`: none); default `unsubscribe@` the
+    domain of EMAIL_FROM. Its subject carries the signed token (`unsubscribe <token>`)."""
 
     sms_backend: Literal["twilio", "outbox"] = "outbox"
     twilio_account_sid: str | None = None
@@ -48,11 +56,30 @@ class Settings(BaseSettings):
     crm_backend: Literal["hubspot", "webhook", "outbox", "none"] = "outbox"
     hubspot_token: SecretStr | None = None
     hubspot_api_base: str = "https://api.hubapi.com"
+    hubspot_notes: bool = False
+    """A HubSpot note on the contact for every message sent."""
     crm_webhook_url: str | None = None
     crm_webhook_secret: SecretStr | None = None
+    crm_push_interval: float = 5.0
+    """Seconds between pushes of the CRM outbox (the `crm.push` task)."""
 
     shopify_webhook_secret: SecretStr | None = None
     form_secret: SecretStr | None = None
+
+    # inbound email (docs/inbox.md): replies, bounces and complaints read from an IMAP mailbox
+    reply_address: str | None = None
+    """`reply@example.com`: emails without a template `reply_to:` get `reply+TOKEN@…`."""
+    imap_host: str | None = None
+    imap_port: int | None = None
+    """Default 993 with `imap_ssl`, else 143."""
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_ssl: bool = True
+    imap_folder: str = "INBOX"
+    imap_processed_flag: str = "$NurtureProcessed"
+    imap_processed_folder: str | None = None
+    """When set, processed messages move there (after being flagged); else they stay put."""
+    inbox_poll_interval: float = 60.0
 
     # the scheduler's rhythm (seconds); tests shorten them
     dispatch_interval: float = 1.0

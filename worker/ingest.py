@@ -4,17 +4,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlmodel import Session
 
+from worker.crm_sync import record_changes
 from worker.engine.core import Engine
 from worker.engine.state import Outcome
 from worker.schemas import EventIn
-from worker.store.events import find_by_key, store_event
-from worker.store.leads import find_or_create
-from worker.store.worlds import Loaded, add_timeline, load_world, lock_lead, save_world
+from worker.store.events import find_by_key, find_by_keys, store_event
+from worker.store.leads import find_or_create, lock_leads_named
+from worker.store.worlds import (
+    Loaded,
+    add_timeline,
+    deferred_writes,
+    load_world,
+    load_worlds,
+    lock_lead,
+    new_world,
+    refresh_lead,
+    save_world,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,50 @@ def ingest(
     return Ingested(event_id, lead_row.id, enrolled=enrolled, exited=exited)
 
 
+def ingest_batch(
+    session: Session,
+    engine: Engine,
+    events_in: Sequence[EventIn],
+    now: datetime,
+    *,
+    source: str = "api",
+) -> list[Ingested]:
+    """`ingest` for many events in one transaction, with the same result item by item: in
+    order, a repeated id (stored or earlier in the batch) a duplicate of the first, each lead
+    found and merged as that item would find it, several events of one lead one after the
+    other; every event goes through `finish()` like a single one (CRM outbox included). Reads
+    and writes are set-based: one query for the ids, one locking the leads (in id order), three
+    loading their worlds, and at the end one COPY (PostgreSQL; executemany elsewhere) per new
+    table's rows and one executemany per table of changed rows."""
+    keys = [e.id for e in events_in if e.id is not None]
+    seen = find_by_keys(session, keys)
+    index = lock_leads_named(session, [e.lead for e in events_in])
+    applied = max(now, datetime.now(UTC))  # as in `ingest`: the time under the lock
+    worlds = load_worlds(session, index.locked, applied)
+    results: list[Ingested] = []
+    with deferred_writes(session):
+        for event_in in events_in:
+            if event_in.id is not None and event_in.id in seen:
+                event_id, lead_id = seen[event_in.id]
+                results.append(Ingested(event_id, lead_id, duplicate=True))
+                continue
+            lead_row = index.find_or_create(session, event_in.lead, now, source)
+            loaded = worlds.get(lead_row.id)
+            if loaded is None:
+                loaded = worlds[lead_row.id] = new_world(lead_row)
+            else:
+                refresh_lead(loaded)
+            event = event_in.to_event(now)
+            event_id = store_event(session, lead_row.id, event, now, source, event_in.id)
+            if event_in.id is not None:
+                seen[event_in.id] = (event_id, lead_row.id)
+            outcome = engine.apply_event(loaded.world, event, applied)
+            enrolled, exited = list(outcome.enrolled), list(outcome.exited)
+            finish(session, engine, loaded, outcome, applied)
+            results.append(Ingested(event_id, lead_row.id, enrolled=enrolled, exited=exited))
+    return results
+
+
 def finish(
     session: Session, engine: Engine, loaded: Loaded, outcome: Outcome, now: datetime
 ) -> None:
@@ -60,3 +116,4 @@ def finish(
     add_timeline(session, loaded.lead_row.id, outcome.entries)
     loaded.lead_row.wake_at = engine.next_wakeup(loaded.world, now)
     session.add(loaded.lead_row)
+    record_changes(session, engine, loaded, outcome, now)  # the CRM outbox, same transaction

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from integrations.ports import TextMessage
 from worker.compose import Composed, compose
+from worker.config import Settings
 from worker.engine.checks import Go
 from worker.engine.schedule import channel_content, step_channel
+from worker.mailing import email_message
 from worker.rendering import RenderError, render_preview, sample_context
 from worker.spec import models
-from worker.spec.catalog import Catalog
+from worker.spec.catalog import Catalog, SequenceDef
+from worker.tokens import unsubscribe_url
 
 
 def preview_step(catalog: Catalog, sequence_id: str, step_id: str, lead: Any) -> str:
     """Every variant of the step, rendered; raises ValueError naming what is missing."""
-    definition = catalog.sequence(sequence_id)
-    if definition is None:
-        known = ", ".join(sorted(catalog.sequences)) or "none"
-        raise ValueError(f"no sequence {sequence_id!r} (sequences: {known})")
-    step: Any = next((s for s in definition.model.steps if s.id == step_id), None)
-    step = step or definition.one_off(step_id)
-    if step is None:
-        known = ", ".join(s.id for s in definition.model.steps)
-        raise ValueError(f"no step {step_id!r} in {sequence_id} (steps: {known})")
+    definition, step = find_step(catalog, sequence_id, step_id)
     assert catalog.templates is not None
     values = sample_context(lead, sequence=sequence_id, step=step_id, now=datetime.now(UTC))
     values["sequence"]["name"] = definition.model.name
@@ -41,6 +39,67 @@ def preview_step(catalog: Catalog, sequence_id: str, step_id: str, lead: Any) ->
         except RenderError as exc:
             raise ValueError(str(exc)) from exc
     return "\n".join(parts)
+
+
+def find_step(catalog: Catalog, sequence_id: str, step_id: str) -> tuple[SequenceDef, Any]:
+    """The sequence and its step (or `send:` reaction); ValueError naming what is missing."""
+    definition = catalog.sequence(sequence_id)
+    if definition is None:
+        known = ", ".join(sorted(catalog.sequences)) or "none"
+        raise ValueError(f"no sequence {sequence_id!r} (sequences: {known})")
+    step: Any = next((s for s in definition.model.steps if s.id == step_id), None)
+    step = step or definition.one_off(step_id)
+    if step is None:
+        known = ", ".join(s.id for s in definition.model.steps)
+        raise ValueError(f"no step {step_id!r} in {sequence_id} (steps: {known})")
+    return definition, step
+
+
+def send_preview(
+    config: Settings, catalog: Catalog, sequence_id: str, step_id: str, lead: Any, to: str
+) -> list[str]:
+    """`--send-to`: every variant of the step, rendered for the sample (or given) lead and sent
+    to `to` through the configured provider, as the worker would send it (untracked links; the
+    unsubscribe link leads nowhere). One line per message sent; ValueError for a step with
+    nothing to send; the provider's TemporaryError or PermanentError as they come."""
+    from worker.runtime import providers
+
+    definition, step = find_step(catalog, sequence_id, step_id)
+    templates = catalog.templates
+    assert templates is not None
+    values = sample_context(lead, sequence=sequence_id, step=step_id, now=datetime.now(UTC))
+    values["sequence"]["name"] = definition.model.name
+    values["unsubscribe_url"] = unsubscribe_url(config, "preview", "email")
+    email_sender, text_sender, _ = providers(config)
+    count = len(step.variants) if isinstance(step, models.VariantsStep) else 1
+    sent = []
+    for variant in range(count):
+        channel, content = step_channel(step, variant), channel_content(step, variant)
+        reference = f"preview-{uuid.uuid4().hex}"
+        if channel == "crm_task":
+            raise ValueError(f"{sequence_id} / {step_id} is a crm_task: there is nothing to send")
+        try:
+            composed = compose(templates, Go(channel, content, to), values)
+        except RenderError as exc:
+            raise ValueError(str(exc)) from exc
+        composed = replace(composed, to=to)
+        if composed.email is not None:
+            message = email_message(config, composed, reference=reference, lead_id="preview")
+            result = email_sender.send(message)
+            sent.append(f"{channel} to {to}: {composed.subject} ({result.provider_message_id})")
+        else:
+            result = text_sender.send(
+                TextMessage(
+                    to=to,
+                    channel=composed.channel,
+                    body=composed.body,
+                    content_sid=composed.content_sid,
+                    variables=composed.variables,
+                    reference=reference,
+                )
+            )
+            sent.append(f"{channel} to {to} ({result.provider_message_id})")
+    return sent
 
 
 def _render(catalog: Catalog, channel: str, content: object, values: dict[str, Any]) -> str:

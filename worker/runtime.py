@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine as Database
 
@@ -21,6 +22,9 @@ from worker.engine.core import Engine
 from worker.spec.catalog import Catalog, load_catalog, sequence_files
 from worker.spec.loader import Problem
 from worker.store.db import database_url, engine_for
+
+if TYPE_CHECKING:
+    from worker.ratelimit import Limiter
 
 
 class CatalogError(Exception):
@@ -68,6 +72,8 @@ class Runtime:
     fingerprint: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     looked_at: dict[str, float] = field(default_factory=dict)
+    limiter: Limiter | None = None
+    """Rate limits per provider account (worker/ratelimit.py), made on first use."""
     look_every: float = 2.0
     """Seconds between looks at the files (and at the deployed versions): a task must not
     stat every template, nor a tick query the versions, each time."""
@@ -118,7 +124,15 @@ def providers(config: Settings) -> tuple[EmailSender, TextSender, Crm]:
 
         email = SmtpSender.from_settings(config)
     text: TextSender = OutboxText(config.outbox_dir)
+    if config.sms_backend == "twilio":
+        from integrations.twilio import TwilioSender
+
+        text = TwilioSender.from_settings(config)
     crm: Crm = OutboxCrm(config.outbox_dir)
+    if config.crm_backend != "outbox":
+        from worker.crm_sync import crm_for
+
+        crm = crm_for(config)
     return email, text, crm
 
 

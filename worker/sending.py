@@ -28,8 +28,8 @@ from sqlmodel import Session
 
 from integrations.ports import (
     CrmTaskRequest,
-    EmailMessage,
     PermanentError,
+    RateLimited,
     SendResult,
     TemporaryError,
     TextMessage,
@@ -38,6 +38,8 @@ from worker.compose import Composed, compose, context
 from worker.engine.checks import Finish, Go, Switches, Wait
 from worker.engine.state import Outcome, StepRun, StepStatus
 from worker.ingest import finish
+from worker.mailing import email_message
+from worker.ratelimit import throttle
 from worker.rendering import RenderError
 from worker.runtime import Runtime
 from worker.store.db import transaction
@@ -203,26 +205,10 @@ def _check(
 def deliver(runtime: Runtime, claimed: Claimed) -> SendResult:
     composed = claimed.composed
     reference = claimed.step_run_id
+    throttle(runtime, composed.channel)  # policy rate_limits, per provider account
     if composed.channel in ("email", "notify"):
-        email = composed.email
-        assert email is not None
-        headers = {
-            "Message-ID": f"<{reference}@nurture>",
-            "X-Nurture-Step-Run": reference,
-        }
-        if not email.transactional and composed.channel == "email":
-            url = unsubscribe_url(runtime.config, claimed.lead_id, "email")
-            headers["List-Unsubscribe"] = f"<{url}>"
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        message = EmailMessage(
-            to=composed.to or "",
-            subject=email.subject,
-            html=email.html,
-            text=email.text,
-            from_address=email.from_address or runtime.config.email_from,
-            reply_to=email.reply_to,
-            preheader=email.preheader,
-            headers=headers,
+        message = email_message(
+            runtime.config, composed, reference=reference, lead_id=claimed.lead_id
         )
         return runtime.email.send(message)
     if composed.channel in ("sms", "whatsapp"):
@@ -317,6 +303,7 @@ def record_sent(
             subject=claimed.composed.subject,
             body=claimed.composed.body,
             provider_message_id=result.provider_message_id,
+            segments=result.segments,
             sent_at=now,
             updated_at=now,
         )
@@ -333,6 +320,17 @@ def record_temporary(
     now: datetime,
 ) -> str:
     row = loaded.run_rows[run.id or ""]
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        # the provider (or our own rate limit) said when: wait that long, and the attempt
+        # does not count toward failing the step
+        row.attempts = run.attempts = max(0, row.attempts - 1)
+        run.status = StepStatus.PENDING
+        run.due_at = now + timedelta(seconds=exc.retry_after * random.uniform(1.0, 1.2))
+        run.reason = f"retry: {exc}"[:200]
+        row.status = "pending"
+        row.lease_until = None
+        finish(session, runtime.engine, loaded, Outcome(), now)
+        return f"retry at {run.due_at.isoformat()} ({exc})"
     if row.attempts >= MAX_ATTEMPTS:
         outcome = runtime.engine.record_finished(
             loaded.world, run, StepStatus.FAILED, exc.code or "temporary", now
@@ -341,8 +339,8 @@ def record_temporary(
         return f"failed after {row.attempts} attempts ({exc})"
     run.status = StepStatus.PENDING
     run.due_at = now + backoff(row.attempts)
+    run.reason = f"retry: {exc}"[:200]  # shown on the lead while it waits
     row.status = "pending"
-    row.reason = f"retry: {exc}"[:200]
     row.lease_until = None
     finish(session, runtime.engine, loaded, Outcome(), now)
     return f"retry at {run.due_at.isoformat()} ({exc})"

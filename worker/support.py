@@ -208,6 +208,7 @@ def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
                     "to": m.to,
                     "subject": m.subject,
                     "status": m.status,
+                    "segments": m.segments,
                     "sent_at": m.sent_at.isoformat(),
                 }
                 for m in lead_messages(session, row.id)

@@ -17,6 +17,7 @@ from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
 from worker.config import Settings, settings
+from worker.crm_sync import push_pending
 from worker.ingest import finish
 from worker.runtime import CatalogError, Runtime, current
 from worker.sending import send_step, send_steps
@@ -72,10 +73,21 @@ def make_app(config: Settings | None = None) -> Celery:
                 "options": {"expires": config.sweep_interval * 2},
             },
             "leads": {"task": "leads.tick", "schedule": 30.0},
+            "crm": {
+                "task": "crm.push",
+                "schedule": config.crm_push_interval,
+                "options": {"expires": max(1.0, config.crm_push_interval * 2)},
+            },
         },
         beat_schedule_filename=str((config.home / "beat-schedule").resolve()),
         timezone="UTC",
     )
+    if config.imap_host:  # the reply mailbox (docs/inbox.md), read only when one is set
+        app.conf.beat_schedule["inbox"] = {
+            "task": "inbox.poll",
+            "schedule": config.inbox_poll_interval,
+            "options": {"expires": max(1.0, config.inbox_poll_interval)},
+        }
     return app
 
 
@@ -146,6 +158,17 @@ def sweep_tick() -> str:
     return f"requeued {swept.requeued}, unknown {swept.unknown}"
 
 
+@app.task(name="crm.push")
+def crm_push() -> str:
+    """Push the CRM outbox: batched, in order per contact; failures wait in the database."""
+    found = runtime()
+    pushed = push_pending(found.database, found.crm, datetime.now(UTC))
+    if pushed.deferred or pushed.failed:
+        log.warning("CRM push: %d pushed, %d to retry, %d refused",
+                    pushed.pushed, pushed.deferred, pushed.failed)  # fmt: skip
+    return f"pushed {pushed.pushed}, retry {pushed.deferred}, refused {pushed.failed}"
+
+
 @app.task(name="leads.tick")
 def leads_tick() -> int:
     """What time alone does: pauses end, scores decay across a line, quiet spells begin."""
@@ -162,6 +185,19 @@ def leads_tick() -> int:
             outcome = found.engine.tick(loaded.world, now)
             finish(session, found.engine, loaded, outcome, now)
     return len(ids)
+
+
+@app.task(name="inbox.poll")
+def inbox_poll() -> str:
+    """Replies, bounces and complaints from the reply mailbox; safe to overlap itself."""
+    from integrations.imap import ImapError
+    from worker.inbox import poll
+
+    try:
+        return poll(runtime()).summary()
+    except ImapError as exc:  # the next beat tries again from the stored position
+        log.warning("inbox: %s", exc)
+        return f"mailbox unavailable: {exc}"
 
 
 def worker_argv(

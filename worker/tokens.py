@@ -49,6 +49,11 @@ def verify(config: Settings, token: str) -> dict[str, str] | None:
     return data if isinstance(data, dict) else None
 
 
+def unsubscribe_token(config: Settings, lead_id: str, channel: str) -> str:
+    """What `/u/{token}` (and the mailto List-Unsubscribe's subject) carries."""
+    return sign(config, {"l": lead_id, "c": channel})
+
+
 def unsubscribe_url(config: Settings, lead_id: str, channel: str) -> str:
-    token = sign(config, {"l": lead_id, "c": channel})
+    token = unsubscribe_token(config, lead_id, channel)
     return f"{config.public_url.rstrip('/')}/u/{token}"

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter, ValidationError
 
+from integrations.twilio import SUPPRESSING
 from worker.api.deps import field_errors
 from worker.schemas import Email, EventIn, LeadIn, Phone
 
@@ -455,7 +456,12 @@ def status_events(
         return [(f"twilio:{message_sid}:delivered", "sms_delivered", properties)]
     if new in ("failed", "undelivered"):
         error = params.get("ErrorCode") or None
-        return [(f"twilio:{message_sid}:{new}", "sms_failed", {**properties, "error_code": error})]
+        failed = {**properties, "error_code": error}
+        # a messaging service reports 21610 (STOP) or an invalid number here, not at send time
+        suppress = SUPPRESSING.get(int(error)) if error and error.isdigit() else None
+        if suppress is not None:
+            failed["suppress"] = suppress
+        return [(f"twilio:{message_sid}:{new}", "sms_failed", failed)]
     return []
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from worker.api import events, leads, metrics, operator, public, webhooks
+from worker.api import crm, events, leads, metrics, operator, public, webhooks
 from worker.api.deps import BodyLimit, install_error_handlers
 from worker.runtime import Runtime, current
 
@@ -26,6 +26,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = current) -> FastAPI:
     app.include_router(events.router)
     app.include_router(leads.router)
     app.include_router(webhooks.router)
+    app.include_router(crm.router)
     app.include_router(operator.router)
     app.include_router(public.router)
     app.include_router(metrics.router)

@@ -9,6 +9,8 @@ in-process counters. Series:
 - `nurture_due_lag_seconds`: how long the longest-waiting due step has been due
 - `nurture_provider_errors_total{channel,kind}`: failed step runs by reason (the provider's
   code, `render_error` …)
+- `nurture_inbox_messages_total{kind}`: messages read from the reply mailbox by kind
+  (reply, auto_reply, bounce, delayed, complaint, unparseable; docs/inbox.md)
 - `nurture_database_up`: 1, or 0 when the queries failed (the other series are then absent)
 """
 
@@ -24,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from worker.runtime import Runtime
+from worker.store import inbox as inbox_store
 from worker.store import stats as store
 from worker.store.db import transaction
 
@@ -56,6 +59,7 @@ class DatabaseCollector(Collector):
             steps = store.steps_by_status(session)
             oldest = store.oldest_due(session, now)
             failures = store.failures(session)
+            inbox = inbox_store.counts_by_kind(session)
         yield _counter("nurture_events", "Events recorded, by type", ["type"], events)
         gauge = GaugeMetricFamily("nurture_steps", "Step runs by status", labels=["status"])
         for status, count in sorted(steps.items()):
@@ -73,6 +77,12 @@ class DatabaseCollector(Collector):
         for (channel, kind), count in sorted(failures.items()):
             errors.add_metric([channel, kind], count)
         yield errors
+        yield _counter(
+            "nurture_inbox_messages",
+            "Messages read from the reply mailbox, by kind (unparseable ones are left in place)",
+            ["kind"],
+            inbox,
+        )
 
 
 def _counter(name: str, doc: str, labels: list[str], values: dict[str, int]) -> Metric:

@@ -22,6 +22,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 
 from worker.api.deps import ErrorResponse, RuntimeDep, error_body
 from worker.api.events import EventResult, apply, result_of
+from worker.crm_sync import record_message_status
 from worker.engine.core import Engine
 from worker.ingest import Ingested, ingest
 from worker.runtime import Runtime
@@ -288,6 +289,7 @@ def _record_status(
     if not moves_forward(current, status):
         return StatusResult(message_sid=message_sid, status=current, changed=False)
     set_status(session, message, status, now)
+    record_message_status(session, lead_row, message, status, now)
     emitted = []
     identity = _identity(lead_row) if lead_row is not None else None
     for key, kind, properties in status_events(

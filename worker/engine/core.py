@@ -217,6 +217,10 @@ class Engine:
             lead.suppressions.pop(channel, None)
         elif event.type == "email_bounced" and event.properties.get("permanent", True):
             lead.suppressions["email"] = "bounced"
+        elif event.type == "sms_failed" and event.properties.get("suppress"):
+            # a provider's permanent refusal reported after the send (STOP, no such number)
+            texted = str(event.properties.get("channel") or "sms")
+            lead.suppressions[texted] = str(event.properties["suppress"])
 
     def _reaches(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, TemplateSyntaxError
 
-from worker.rendering import Templates
+from worker.rendering import RenderError, Templates, sample_context, sms_segments
 from worker.spec import models
 from worker.spec.loader import Located, Problem, build, parse_yaml
 from worker.spec.models import Policy, Scoring, Sequence
@@ -25,6 +25,8 @@ KINDS: dict[str, type[Sequence] | type[Scoring] | type[Policy]] = {
     "policy": Policy,
 }
 _SYNTAX = Environment()
+MAX_SMS_SEGMENTS = 10
+"""Longer texts cost more than they are worth and carriers may drop them (issue 5)."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,28 @@ def _check_templates(uses: Iterator[Use], templates: Templates, root: Path) -> I
         if (channel, name) in checked:
             continue
         checked.add((channel, name))
-        for problem in templates.check(channel, name):  # type: ignore[arg-type]
+        found = templates.check(channel, name)  # type: ignore[arg-type]
+        for problem in found:
             yield Problem(
                 _display(problem.path, root), problem.line, problem.column, problem.message
             )
+        if channel == "sms" and not found:
+            yield from _check_sms_length(templates, name, located, loc, root)
+
+
+def _check_sms_length(
+    templates: Templates, name: str, located: Located, loc: list[str | int], root: Path
+) -> Iterator[Problem]:
+    """An SMS over MAX_SMS_SEGMENTS parts for the sample lead, at the line that names it."""
+    try:
+        body = templates.render_text("sms", name, sample_context())
+    except RenderError:
+        return  # it needs a real lead's data: whether that renders is the send's to say
+    count = sms_segments(body)
+    if count > MAX_SMS_SEGMENTS:
+        path = _display(templates.path("sms", name), root)
+        yield located.problem(
+            loc,
+            f"sms: {path} is {count} SMS segments for the sample lead; at most "
+            f"{MAX_SMS_SEGMENTS} are allowed: shorten it",
+        )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
 
 from worker.engine.state import Event
 from worker.store.tables import EventRow
-from worker.store.worlds import new_id
+from worker.store.worlds import deferred, new_id
 
 
 def find_by_key(session: Session, idempotency_key: str) -> EventRow | None:
@@ -17,6 +19,19 @@ def find_by_key(session: Session, idempotency_key: str) -> EventRow | None:
         select(EventRow).where(col(EventRow.idempotency_key) == idempotency_key)
     ).scalar_one_or_none()
     return found
+
+
+def find_by_keys(session: Session, idempotency_keys: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Idempotency key → (event id, lead id) of the events already stored, in one query."""
+    keys = sorted(set(idempotency_keys))
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(col(EventRow.idempotency_key), col(EventRow.id), col(EventRow.lead_id)).where(
+            col(EventRow.idempotency_key).in_(keys)
+        )
+    ).all()
+    return {key: (event_id, lead_id) for key, event_id, lead_id in rows}
 
 
 def store_event(
@@ -28,16 +43,19 @@ def store_event(
     idempotency_key: str | None = None,
 ) -> str:
     event_id = new_id()
-    session.add(
-        EventRow(
-            id=event_id,
-            idempotency_key=idempotency_key,
-            lead_id=lead_id,
-            type=event.type,
-            occurred_at=event.occurred_at,
-            received_at=now,
-            properties=event.properties,
-            source=source,
-        )
-    )
+    values: dict[str, Any] = {
+        "id": event_id,
+        "idempotency_key": idempotency_key,
+        "lead_id": lead_id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "received_at": now,
+        "properties": event.properties,
+        "source": source,
+    }
+    writes = deferred(session)
+    if writes is not None:
+        writes.insert(EventRow, values)
+    else:
+        session.add(EventRow(**values))
     return event_id

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
 from worker.schemas import LeadIn
@@ -38,21 +40,45 @@ def find_or_create(session: Session, data: LeadIn, now: datetime, source: str) -
     """The lead these identities name, created when new; new identities and attributes merge."""
     row = find_lead(session, external_id=data.external_id, email=data.email, phone=data.phone)
     if row is None:
-        row = LeadRow(id=new_id(), created_at=now, updated_at=now)
+        row = new_lead(now)
         session.add(row)
     merge(session, row, data, now, source)
     return row
 
 
-def merge(session: Session, row: LeadRow, data: LeadIn, now: datetime, source: str) -> None:
-    """Fill in what the lead did not have; an identity another lead holds is left alone."""
+def new_lead(now: datetime) -> LeadRow:
+    # every JSON column given: pydantic inspects a default factory's signature on each call
+    return LeadRow(
+        id=new_id(),
+        created_at=now,
+        updated_at=now,
+        attributes={},
+        consent={},
+        suppressions={},
+        score={},
+        history=[],
+    )
+
+
+def merge(
+    session: Session,
+    row: LeadRow,
+    data: LeadIn,
+    now: datetime,
+    source: str,
+    *,
+    taken: Callable[[str, str, str], bool] | None = None,
+) -> None:
+    """Fill in what the lead did not have; an identity another lead holds is left alone
+    (`taken(name, value, lead_id)` says whether one does; by default a query)."""
+    taken = taken or (lambda name, value, lead_id: _taken(session, name, value, lead_id))
     # identities only fill gaps: a Shopify customer id never replaces the CRM's external id
     for name, value in (
         ("external_id", data.external_id),
         ("email", data.email.lower() if data.email else None),
         ("phone", data.phone),
     ):
-        if value and getattr(row, name) is None and not _taken(session, name, value, row.id):
+        if value and getattr(row, name) is None and not taken(name, value, row.id):
             setattr(row, name, value)
     for name in ("first_name", "last_name", "timezone"):
         value = getattr(data, name)
@@ -66,6 +92,73 @@ def merge(session: Session, row: LeadRow, data: LeadIn, now: datetime, source: s
             consent[channel] = {"granted": granted, "at": now.isoformat(), "source": source}
         row.consent = consent
     row.updated_at = now
+
+
+IDENTITIES = ("external_id", "email", "phone")
+"""In the order a lead is looked up by."""
+
+
+def _identities(data: LeadIn) -> list[tuple[str, str]]:
+    values = (data.external_id, data.email.lower() if data.email else None, data.phone)
+    return [(name, value) for name, value in zip(IDENTITIES, values, strict=True) if value]
+
+
+@dataclass
+class LeadIndex:
+    """A batch's leads by identity: every stored lead holding any identity the batch names
+    (locked), and the leads the batch creates. `find_or_create` against it gives what the
+    one-event `find_or_create` gives item by item, without a query."""
+
+    locked: list[LeadRow]
+    by: dict[str, dict[str, LeadRow]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by = {name: {} for name in IDENTITIES}
+        for row in self.locked:
+            self._index(row)
+
+    def _index(self, row: LeadRow) -> None:
+        for name in IDENTITIES:
+            value = getattr(row, name)
+            if value:
+                self.by[name].setdefault(value, row)
+
+    def find(self, data: LeadIn) -> LeadRow | None:
+        for name, value in _identities(data):
+            found = self.by[name].get(value)
+            if found is not None:
+                return found
+        return None
+
+    def taken(self, name: str, value: str, lead_id: str) -> bool:
+        holder = self.by[name].get(value)
+        return holder is not None and holder.id != lead_id
+
+    def find_or_create(self, session: Session, data: LeadIn, now: datetime, source: str) -> LeadRow:
+        """The lead these identities name, created when new, merged like `find_or_create`."""
+        row = self.find(data)
+        if row is None:
+            row = new_lead(now)
+            session.add(row)
+        merge(session, row, data, now, source, taken=self.taken)
+        self._index(row)
+        return row
+
+
+def lock_leads_named(session: Session, leads: Sequence[LeadIn]) -> LeadIndex:
+    """Every lead holding an external_id, email or phone of `leads`, locked in id order in one
+    query (two batches over the same leads queue instead of deadlocking)."""
+    wanted: dict[str, set[str]] = {name: set() for name in IDENTITIES}
+    for data in leads:
+        for name, value in _identities(data):
+            wanted[name].add(value)
+    conditions = [
+        getattr(LeadRow, name).in_(sorted(values)) for name, values in wanted.items() if values
+    ]
+    if not conditions:
+        return LeadIndex([])
+    statement = select(LeadRow).where(or_(*conditions)).order_by(col(LeadRow.id)).with_for_update()
+    return LeadIndex(list(session.execute(statement).scalars()))
 
 
 def _taken(session: Session, name: str, value: str, lead_id: str) -> bool:

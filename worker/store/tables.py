@@ -7,7 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Text, TypeDecorator, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -71,6 +82,8 @@ class LeadRow(SQLModel, table=True):
     erased: bool = False
     created_at: datetime = _time(nullable=False)
     updated_at: datetime = _time(nullable=False)
+    crm_state: dict[str, Any] | None = _json_or_null()
+    """The CRM contact properties as last written to the CRM outbox (worker.crm_sync)."""
 
 
 class EventRow(SQLModel, table=True):
@@ -167,6 +180,8 @@ class MessageRow(SQLModel, table=True):
     status: str = Field(default="accepted", max_length=20)
     sent_at: datetime = _time(nullable=False)
     updated_at: datetime = _time(nullable=False)
+    segments: int | None = None
+    """SMS parts the provider counted (Twilio's num_segments); None when not known."""
 
 
 class TimelineRow(SQLModel, table=True):
@@ -188,6 +203,22 @@ class CrmChangeRow(SQLModel, table=True):
     """Changes to tell the CRM, written with the change itself and pushed later in order."""
 
     __tablename__ = "crm_outbox"
+    __table_args__ = (
+        # what the pusher scans: only changes still to push, per contact in order
+        Index(
+            "ix_crm_outbox_pending",
+            "lead_id",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_crm_outbox_queue",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     lead_id: str = Field(index=True, max_length=32)
@@ -196,6 +227,13 @@ class CrmChangeRow(SQLModel, table=True):
     created_at: datetime = _time(nullable=False)
     pushed_at: datetime | None = _time()
     attempts: int = 0
+    status: str = Field(default="pending", max_length=20)
+    """pending → pushed | failed (the CRM refused it: recorded, not retried)."""
+    next_attempt_at: datetime | None = _time()
+    lease_until: datetime | None = _time()
+    delivery_id: str | None = Field(default=None, max_length=80)
+    """Set on the first attempt; a retry sends the same changes under the same id."""
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class SwitchRow(SQLModel, table=True):
@@ -217,3 +255,38 @@ class SequenceVersionRow(SQLModel, table=True):
     git_commit: str | None = Field(default=None, max_length=40)
     loaded_at: datetime = _time(nullable=False)
     present: bool = True
+
+
+class InboxPositionRow(SQLModel, table=True):
+    """Where the mailbox poller stopped, per mailbox and folder (docs/inbox.md)."""
+
+    __tablename__ = "inbox_positions"
+
+    mailbox: str = Field(primary_key=True, max_length=400)
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = _time(nullable=False)
+
+
+class InboxMessageRow(SQLModel, table=True):
+    """One message read from the mailbox and what it was; its unique key is the claim that
+    makes two pollers at once act on it once."""
+
+    __tablename__ = "inbox_messages"
+    __table_args__ = (
+        UniqueConstraint("mailbox", "uidvalidity", "uid", name="uq_inbox_messages_uid"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=400)
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    message_id: str | None = Field(default=None, max_length=500)
+    kind: str = Field(max_length=20)
+    """reply | auto_reply | bounce | delayed | complaint | unmatched | unparseable"""
+    matched_by: str | None = Field(default=None, max_length=20)
+    lead_id: str | None = Field(default=None, index=True, max_length=32)
+    step_run_id: str | None = Field(default=None, max_length=32)
+    event_id: str | None = Field(default=None, max_length=32)
+    detail: str | None = Field(default=None, max_length=200)
+    received_at: datetime = _time(nullable=False)

@@ -6,14 +6,18 @@ engine never sees the database and the database never sees a half-decided state.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlmodel import Session, col
+from sqlalchemy import JSON, Column, Table, bindparam, insert, inspect, select, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
+from sqlmodel import Session, SQLModel, col
 
 from worker.engine.scoring import ScoreEntry, ScoreState
 from worker.engine.state import (
@@ -32,6 +36,7 @@ from worker.store.tables import (
     MessageRow,
     StepRunRow,
     TimelineRow,
+    UTCDateTime,
 )
 
 CAP_HORIZON = timedelta(days=31)
@@ -128,6 +133,10 @@ def load_worlds(session: Session, lead_rows: Iterable[LeadRow], now: datetime) -
 
 def save_world(session: Session, loaded: Loaded, now: datetime) -> None:
     """Write the world back: changed rows updated, new enrollments and runs inserted."""
+    writes = deferred(session)
+    if writes is not None:
+        writes.worlds[loaded.lead_row.id] = (loaded, now)
+        return
     _update_lead(loaded.lead_row, loaded.world.lead, now)
     session.add(loaded.lead_row)
     for enrollment in loaded.world.enrollments:
@@ -151,20 +160,231 @@ def save_world(session: Session, loaded: Loaded, now: datetime) -> None:
 
 
 def add_timeline(session: Session, lead_id: str, entries: list[Entry]) -> None:
+    writes = deferred(session)
+    if writes is not None:
+        for entry in entries:
+            writes.insert(TimelineRow, _timeline_values(lead_id, entry))
+        return
     for entry in entries:
-        session.add(
-            TimelineRow(
-                lead_id=lead_id,
-                at=entry.at,
-                sequence_id=entry.sequence,
-                step_id=entry.step,
-                enrollment_id=entry.enrollment,
-                action=entry.action,
-                channel=entry.channel,
-                reason=entry.reason,
-                subject=entry.subject,
+        session.add(TimelineRow(**_timeline_values(lead_id, entry)))
+
+
+def _timeline_values(lead_id: str, entry: Entry) -> dict[str, Any]:
+    return {
+        "lead_id": lead_id,
+        "at": entry.at,
+        "sequence_id": entry.sequence,
+        "step_id": entry.step,
+        "enrollment_id": entry.enrollment,
+        "action": entry.action,
+        "channel": entry.channel,
+        "reason": entry.reason,
+        "subject": entry.subject,
+    }
+
+
+# -- many leads at once: set-based writes ------------------------------------------------------
+
+DEFERRED = "nurture.deferred_writes"
+
+
+@dataclass
+class DeferredWrites:
+    """What a batch writes, gathered while its events go through `finish()` one by one, then
+    written set-based (a few executemany statements) when the batch is done."""
+
+    inserts: dict[type[SQLModel], list[dict[str, Any]]] = field(default_factory=dict)
+    """New rows (events, timeline, CRM outbox …) by table, each table's in the order added."""
+    worlds: dict[str, tuple[Loaded, datetime]] = field(default_factory=dict)
+    """Lead id → the world to save and its time: the last save of a lead wins."""
+
+    def insert(self, model: type[SQLModel], values: dict[str, Any]) -> None:
+        self.inserts.setdefault(model, []).append(values)
+
+
+def deferred(session: Session) -> DeferredWrites | None:
+    """The writes this session gathers instead of writing, inside `deferred_writes`."""
+    found: DeferredWrites | None = session.info.get(DEFERRED)
+    return found
+
+
+@contextmanager
+def deferred_writes(session: Session) -> Iterator[DeferredWrites]:
+    """Inside: `store_event`, `save_world` and `add_timeline` gather their rows; on a clean
+    exit they are written in bulk. On an error nothing is written (the caller rolls back)."""
+    if deferred(session) is not None:
+        raise RuntimeError("deferred writes do not nest")
+    writes = DeferredWrites()
+    session.info[DEFERRED] = writes
+    try:
+        yield writes
+    finally:
+        del session.info[DEFERRED]
+    write_deferred(session, writes)
+
+
+def write_deferred(session: Session, writes: DeferredWrites) -> None:
+    save_worlds(session, writes.worlds.values())
+    for model, rows in writes.inserts.items():
+        insert_rows(session, _table(model), rows)
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """New rows in one go: PostgreSQL COPY (a tenth of the time of executemany, in the
+    server and in psycopg), elsewhere executemany."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(table), rows)
+        return
+    names = [
+        column.name
+        for column in table.columns
+        if any(column.name in row for row in rows)
+        or isinstance(column.default, ScalarElementColumnDefault | CallableColumnDefault)
+    ]
+    converters = [_copy_value(table.c[name], connection.dialect) for name in names]
+    quoted = ", ".join(f'"{name}"' for name in names)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table.name} ({quoted}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([convert(row) for convert in converters])
+
+
+def _copy_value(column: Column[Any], dialect: Dialect) -> Callable[[dict[str, Any]], Any]:
+    """How one column's value goes into COPY: its Python default when missing, then what
+    SQLAlchemy's type would bind (aware UTC times), JSON as text."""
+    name, default = column.name, column.default
+    bind = column.type.bind_processor(dialect) if isinstance(column.type, UTCDateTime) else None
+
+    def value(row: dict[str, Any]) -> Any:
+        if name in row:
+            found = row[name]
+        elif isinstance(default, ScalarElementColumnDefault):
+            found = default.arg
+        elif isinstance(default, CallableColumnDefault):
+            found = default.arg(None)  # type: ignore[arg-type]  # SQLModel's take no context
+        else:
+            found = None
+        if found is None:
+            return None
+        if bind is not None:
+            return bind(found)
+        if isinstance(column.type, JSON):
+            return json.dumps(found)
+        return found
+
+    return value
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def new_world(lead_row: LeadRow) -> Loaded:
+    """The world of a lead created in this transaction: nothing to load."""
+    return Loaded(LeadWorld(_lead(lead_row)), lead_row)
+
+
+def refresh_lead(loaded: Loaded) -> None:
+    """Copy into the world what a merge may have changed on the lead row since it was loaded:
+    identities, names, attributes, consent (the engine changes none of them)."""
+    fresh, lead = _lead(loaded.lead_row), loaded.world.lead
+    lead.email, lead.phone, lead.external_id = fresh.email, fresh.phone, fresh.external_id
+    lead.first_name, lead.last_name, lead.timezone = (
+        fresh.first_name,
+        fresh.last_name,
+        fresh.timezone,
+    )
+    lead.attributes, lead.consent = fresh.attributes, fresh.consent
+
+
+def save_worlds(session: Session, worlds: Iterable[tuple[Loaded, datetime]]) -> None:
+    """`save_world` for many leads: one executemany per table and kind (insert, update), only
+    enrollments and runs that changed. The lead rows are written whole (with what merges and
+    hooks set on them) and then detached from the session, so the ORM does not write them
+    again, a row at a time."""
+    new_enrollments: list[dict[str, Any]] = []
+    changed_enrollments: list[dict[str, Any]] = []
+    new_runs: list[dict[str, Any]] = []
+    changed_runs: list[dict[str, Any]] = []
+    new_leads: list[dict[str, Any]] = []
+    changed_leads: list[dict[str, Any]] = []
+    lead_rows: list[LeadRow] = []
+    lead_columns = [column.name for column in _table(LeadRow).columns]
+    for loaded, now in worlds:
+        lead_row = loaded.lead_row
+        lead_rows.append(lead_row)
+        values = {name: getattr(lead_row, name) for name in lead_columns}
+        values.update(_lead_values(loaded.world.lead, now))
+        if inspect(lead_row).pending:
+            new_leads.append(values)
+        else:
+            changed_leads.append({"row_id": values.pop("id"), **values})
+        lead_id = lead_row.id
+        for enrollment in loaded.world.enrollments:
+            values = _enrollment_values(enrollment)
+            row = loaded.enrollment_rows.get(enrollment.id)
+            if row is None:
+                new_enrollments.append(
+                    {"id": enrollment.id, "lead_id": lead_id,
+                     "sequence_id": enrollment.sequence_id, "enrolled_at": enrollment.enrolled_at,
+                     "anchor_at": enrollment.anchor_at, **values}
+                )  # fmt: skip
+            elif _changed(row, values):
+                changed_enrollments.append({"row_id": row.id, **values})
+            for position, run in enumerate(enrollment.steps):
+                _gather_run(loaded, run, enrollment, position, new_runs, changed_runs)
+        for position, run in enumerate(loaded.world.actions):
+            _gather_run(loaded, run, None, position, new_runs, changed_runs)
+    for lead_row in lead_rows:
+        session.expunge(lead_row)
+    connection = session.connection()
+    for model, new, changed in (
+        (LeadRow, new_leads, changed_leads),
+        (EnrollmentRow, new_enrollments, changed_enrollments),
+        (StepRunRow, new_runs, changed_runs),
+    ):
+        table = _table(model)
+        insert_rows(session, table, new)
+        if changed:
+            # one statement shape for every changed row: each writes all engine columns
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values({name: bindparam(name) for name in changed[0] if name != "row_id"})
             )
-        )
+            connection.execute(statement, changed)
+
+
+def _gather_run(
+    loaded: Loaded,
+    run: StepRun,
+    enrollment: Enrollment | None,
+    position: int,
+    new: list[dict[str, Any]],
+    changed: list[dict[str, Any]],
+) -> None:
+    row = loaded.run_rows.get(run.id) if run.id is not None else None
+    if row is None:
+        run.id = run.id or new_id()
+        new.append(
+            {"id": run.id, "lead_id": loaded.lead_row.id,
+             "enrollment_id": enrollment.id if enrollment else None,
+             "sequence_id": enrollment.sequence_id if enrollment else "scoring",
+             "step_id": run.step_id, "kind": run.kind, **_run_values(run, None, position)}
+        )  # fmt: skip
+        return
+    values = _run_values(run, row.status, position)
+    if _changed(row, values):
+        changed.append({"row_id": row.id, **values})
+
+
+def _changed(row: Any, values: dict[str, Any]) -> bool:
+    return any(getattr(row, name) != value for name, value in values.items())
 
 
 # -- rows → state ----------------------------------------------------------------------------
@@ -266,21 +486,29 @@ def _run(row: StepRunRow) -> StepRun:
 
 
 def _update_lead(row: LeadRow, lead: Lead, now: datetime) -> None:
-    row.suppressions = dict(lead.suppressions)
-    row.score = {
-        "entries": [
-            {"at": e.at.isoformat(), "type": e.event_type, "points": e.points, "id": e.event_id}
-            for e in lead.score.entries
-        ],
-        "fired": sorted(lead.score.fired),
+    for name, value in _lead_values(lead, now).items():
+        setattr(row, name, value)
+
+
+def _lead_values(lead: Lead, now: datetime) -> dict[str, Any]:
+    """The columns of a lead the engine changes."""
+    return {
+        "suppressions": dict(lead.suppressions),
+        "score": {
+            "entries": [
+                {"at": e.at.isoformat(), "type": e.event_type, "points": e.points, "id": e.event_id}
+                for e in lead.score.entries
+            ],
+            "fired": sorted(lead.score.fired),
+        },
+        "segment": lead.score.segment,
+        "history": list(lead.history),
+        "last_activity_at": lead.last_activity_at,
+        "inactive_notified": lead.inactive_notified,
+        "last_inbound_whatsapp_at": lead.last_inbound_whatsapp_at,
+        "pause": _pause_data(lead.pause),
+        "updated_at": now,
     }
-    row.segment = lead.score.segment
-    row.history = list(lead.history)
-    row.last_activity_at = lead.last_activity_at
-    row.inactive_notified = lead.inactive_notified
-    row.last_inbound_whatsapp_at = lead.last_inbound_whatsapp_at
-    row.pause = _pause_data(lead.pause)
-    row.updated_at = now
 
 
 def _pause_data(pause: Pause | None) -> dict[str, Any] | None:
@@ -308,16 +536,24 @@ def event_data(event: Event | None) -> dict[str, Any] | None:
 
 
 def _update_enrollment(row: EnrollmentRow, enrollment: Enrollment) -> None:
-    row.key = enrollment.key
-    row.status = enrollment.status
-    row.anchored = enrollment.anchored
-    row.version = enrollment.version
-    row.event = event_data(enrollment.event)
-    row.events_seen = list(enrollment.events_seen)
-    row.pause = _pause_data(enrollment.pause)
-    row.shift_seconds = enrollment.shift.total_seconds()
-    row.exit_reason = enrollment.exit_reason
-    row.ended_at = enrollment.ended_at
+    for name, value in _enrollment_values(enrollment).items():
+        setattr(row, name, value)
+
+
+def _enrollment_values(enrollment: Enrollment) -> dict[str, Any]:
+    """The columns of an enrollment the engine changes."""
+    return {
+        "key": enrollment.key,
+        "status": enrollment.status,
+        "anchored": enrollment.anchored,
+        "version": enrollment.version,
+        "event": event_data(enrollment.event),
+        "events_seen": list(enrollment.events_seen),
+        "pause": _pause_data(enrollment.pause),
+        "shift_seconds": enrollment.shift.total_seconds(),
+        "exit_reason": enrollment.exit_reason,
+        "ended_at": enrollment.ended_at,
+    }
 
 
 def _save_run(
@@ -340,22 +576,30 @@ def _save_run(
             kind=run.kind,
         )
         loaded.run_rows[run.id] = row
-    row.position = position
-    if run.status is StepStatus.PENDING:
-        # a run a task holds (queued, claimed) keeps that state; its task re-checks it
-        if row.status not in IN_FLIGHT:
-            row.status = StepStatus.PENDING.value
-    else:
-        row.status = run.status.value
-    row.due_at = run.due_at
-    row.nominal_at = run.nominal_at
-    row.anchored = run.anchored
-    row.channel = run.channel
-    row.variant = run.variant
-    row.reason = run.reason
-    row.finished_at = run.finished_at
-    row.sent_at = run.sent_at
-    row.version = run.version
-    row.attempts = run.attempts
-    row.event = event_data(run.event)
+    for name, value in _run_values(run, row.status, position).items():
+        setattr(row, name, value)
     session.add(row)
+
+
+def _run_values(run: StepRun, stored_status: str | None, position: int) -> dict[str, Any]:
+    """The columns of a step run the engine changes; `stored_status` is the row's (None for
+    a new row)."""
+    status = run.status.value
+    # a run a task holds (queued, claimed) keeps that state; its task re-checks it
+    if run.status is StepStatus.PENDING and stored_status in IN_FLIGHT:
+        status = stored_status
+    return {
+        "position": position,
+        "status": status,
+        "due_at": run.due_at,
+        "nominal_at": run.nominal_at,
+        "anchored": run.anchored,
+        "channel": run.channel,
+        "variant": run.variant,
+        "reason": run.reason,
+        "finished_at": run.finished_at,
+        "sent_at": run.sent_at,
+        "version": run.version,
+        "attempts": run.attempts,
+        "event": event_data(run.event),
+    }

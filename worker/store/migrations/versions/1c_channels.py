@@ -7,6 +7,9 @@ Create Date: 2026-11-22 10:50:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "1c_channels"
 down_revision: str | None = "1b_inbox"
 branch_labels: str | Sequence[str] | None = None
@@ -14,8 +17,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # the SMS parts a provider counted for a message (Twilio's num_segments)
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("segments", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_column("segments")
