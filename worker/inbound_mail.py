@@ -30,6 +30,8 @@ class Kind(StrEnum):
     DELAYED = "delayed"
     """A delivery report with only temporary failures (4.x.x)."""
     COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    """Sent to the mailto List-Unsubscribe address, the signed token in its subject."""
     UNPARSEABLE = "unparseable"
 
 

@@ -15,7 +15,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +25,14 @@ from sqlmodel import Session
 from integrations.imap import ImapMailbox, ImapSettings, settings_from
 from worker.inbound_mail import Inbound, Kind, classify, step_run_of_address
 from worker.ingest import ingest
+from worker.mailing import mailto_token
 from worker.runtime import Runtime
 from worker.schemas import EventIn, LeadIn
 from worker.store import inbox as store
 from worker.store.db import transaction
 from worker.store.leads import find_lead
 from worker.store.tables import LeadRow, StepRunRow
+from worker.tokens import verify
 
 log = logging.getLogger("nurture.inbox")
 BATCH = 200
@@ -42,6 +44,7 @@ EVENT_OF = {
     Kind.REPLY: "replied",
     Kind.BOUNCE: "email_bounced",
     Kind.COMPLAINT: "unsubscribed",
+    Kind.UNSUBSCRIBE: "unsubscribed",
 }
 MESSAGE_STATUS = {Kind.BOUNCE: "bounced", Kind.COMPLAINT: "complained"}
 Clock = Callable[[], datetime]
@@ -169,7 +172,12 @@ def act(
     fallback_key: str,
 ) -> Handled:
     """Match the message, emit its event, record what it was on the claimed row."""
-    found = match(session, runtime, inbound) if inbound.kind is not Kind.UNPARSEABLE else None
+    unsubscribing = _mailto_unsubscribe(session, runtime, inbound)
+    if unsubscribing is not None:
+        inbound = replace(inbound, kind=Kind.UNSUBSCRIBE)
+    found = unsubscribing or (
+        match(session, runtime, inbound) if inbound.kind is not Kind.UNPARSEABLE else None
+    )
     event_type = EVENT_OF.get(inbound.kind)
     identity = _identity(found.lead) if found is not None else None
     event_id: str | None = None
@@ -226,6 +234,20 @@ def match(session: Session, runtime: Runtime, inbound: Inbound) -> Match | None:
     return None
 
 
+def _mailto_unsubscribe(session: Session, runtime: Runtime, inbound: Inbound) -> Match | None:
+    """A mail to the mailto List-Unsubscribe address (worker.mailing): its subject carries the
+    signed token of the lead and channel, as the HTTPS link does. Mail clients send it on the
+    person's behalf, so whatever else it looks like, it is their request."""
+    if inbound.kind is Kind.UNPARSEABLE or not inbound.subject:
+        return None
+    token = mailto_token(inbound.subject)
+    data = verify(runtime.config, token) if token else None
+    if data is None or "k" in data or data.get("c") != "email":
+        return None
+    lead = store.lead(session, str(data.get("l")))
+    return Match(lead, None, "unsubscribe_token") if lead is not None else None
+
+
 def _by_run(session: Session, run_id: str, by: str) -> Match | None:
     run = store.step_run(session, run_id)
     lead = store.lead(session, run.lead_id) if run is not None else None
@@ -250,6 +272,8 @@ def _properties(inbound: Inbound, found: Match) -> dict[str, Any]:
         )
     elif inbound.kind is Kind.COMPLAINT:
         properties.update(reason="complaint", feedback_type=inbound.status)
+    elif inbound.kind is Kind.UNSUBSCRIBE:
+        properties.update(reason="mailto")
     return properties
 
 

@@ -35,11 +35,15 @@ def message_id(config: Settings, reference: str) -> str:
 
 
 def mailto_address(config: Settings) -> str | None:
-    """NURTURE_UNSUBSCRIBE_MAILTO, else `unsubscribe@` EMAIL_FROM's domain; None when it is
-    `off`, or when that domain is not one mail could reach (`localhost`)."""
+    """NURTURE_UNSUBSCRIBE_MAILTO, else `unsubscribe@` EMAIL_FROM's domain when the inbox
+    poller reads a mailbox (that address must deliver into it); None when it is `off`, when
+    no mailbox is read, or when the domain is not one mail could reach (`localhost`): an
+    unsubscribe address nobody reads would be a promise broken."""
     if config.unsubscribe_mailto:
         wanted = config.unsubscribe_mailto.strip()
         return None if wanted.lower() in ("off", "none", "") else wanted
+    if not config.imap_host:
+        return None
     domain = domain_of(config.email_from)
     return f"unsubscribe@{domain}" if "." in domain else None
 

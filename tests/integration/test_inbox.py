@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,6 +15,7 @@ from email.message import Message
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from pydantic import SecretStr
@@ -383,3 +385,36 @@ def test_a_message_that_breaks_the_matching_does_not_hold_up_the_ones_after_it(
         (2, "reply", None),
     ]
     assert mailbox.flags() == {1: set(), 2: {PROCESSED}}
+
+
+def test_a_mail_to_the_mailto_unsubscribe_address_unsubscribes_the_lead(
+    tmp_path: Path, sqlite_url: str, smtp_sink: Sink, mailbox: Mailbox
+) -> None:
+    runtime = inbox_runtime(tmp_path, sqlite_url, smtp_sink, mailbox)
+    sent = send_day_one(runtime, smtp_sink, datetime.now(UTC))
+    links = re.findall(r"<([^>]+)>", str(sent["List-Unsubscribe"]))
+    [mailto] = [link for link in links if link.startswith("mailto:")]
+    address, _, query = mailto.removeprefix("mailto:").partition("?")
+    assert address == "unsubscribe@example.com"  # EMAIL_FROM's domain
+    subject = unquote(query.removeprefix("subject="))
+    # what a mail client sends on the person's behalf when they click "unsubscribe"
+    mailbox.deliver(
+        (
+            f"From: Ana <ana@example.com>\r\nTo: {address}\r\nSubject: {subject}\r\n"
+            "Message-ID: <unsub-1@mail.example.com>\r\n"
+            "Date: Sun, 22 Nov 2026 10:00:00 +0000\r\n\r\nThis message was sent by Gmail.\r\n"
+        ).encode()
+    )
+    # and one with a forged token changes nothing
+    mailbox.deliver(
+        (
+            f"From: Mallory <m@example.net>\r\nTo: {address}\r\n"
+            "Subject: unsubscribe eyJsIjoieCJ9.AAAAAAAAAAAAAAAAAAAAAA\r\n"
+            "Message-ID: <unsub-2@mail.example.net>\r\n\r\nx\r\n"
+        ).encode()
+    )
+    assert poll(runtime).events == {"unsubscribed": 1}
+    [unsubscribed] = events(runtime, "unsubscribed")
+    assert (unsubscribed["reason"], unsubscribed["channel"]) == ("mailto", "email")
+    assert suppressions(runtime) == {"email": "mailto"}
+    assert steps(runtime)[1] == ("later", "skipped", "exited")

@@ -148,6 +148,7 @@ def runtime_for(folder: Path, port: int | None, files: dict[str, str], **setting
             "public_url": PUBLIC_URL,
             "email_from": "Acme <hello@acme.example>",
             "api_tokens": TOKEN,
+            "imap_host": "imap.acme.example",  # a mailbox is read: the mailto is offered
             **settings_,
         }
     )
@@ -628,9 +629,13 @@ def test_preview_send_to_sends_through_the_configured_relay(
 def test_the_mailto_unsubscribe_address_follows_the_settings() -> None:
     from worker.mailing import list_unsubscribe, mailto_address
 
-    assert mailto_address(Settings(email_from="Acme <hello@acme.example>")) == (
+    # the inbox poller reads a mailbox, where unsubscribe mail arrives
+    read = "imap.acme.example"
+    assert mailto_address(Settings(email_from="Acme <hello@acme.example>", imap_host=read)) == (
         "unsubscribe@acme.example"
     )
+    # nobody reads a mailbox: no address is offered that would silently drop the request
+    assert mailto_address(Settings(email_from="Acme <hello@acme.example>")) is None
     assert mailto_address(Settings(unsubscribe_mailto="optout@lists.acme.example")) == (
         "optout@lists.acme.example"
     )
