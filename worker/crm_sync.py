@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -268,11 +268,18 @@ def push_pending(
     *,
     rounds: int = 10,
     contacts: int = BATCH_CONTACTS,
+    pace: Callable[[], None] | None = None,
 ) -> PushReport:
     """Claim the next changes of up to `contacts` contacts and push them, for up to `rounds`
-    batches. `now` is the clock for claims and retry times (tests pass a simulated one)."""
+    batches. `now` is the clock for claims and retry times (tests pass a simulated one);
+    `pace` waits for the policy's `crm` rate before each batch (RateLimited: stop for now)."""
     report = PushReport()
     for _ in range(rounds):
+        if pace is not None:
+            try:
+                pace()
+            except RateLimited:
+                break  # the account is booked: the next tick goes on
         with transaction(database) as session:
             held = store.hold_until(session)
             if held is not None and now < held:

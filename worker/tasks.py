@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from worker.config import Settings, settings
 from worker.crm_sync import push_pending
 from worker.ingest import finish
+from worker.ratelimit import throttle
 from worker.runtime import CatalogError, Runtime, current
 from worker.sending import send_step, send_steps
 from worker.store.db import transaction
@@ -162,7 +163,9 @@ def sweep_tick() -> str:
 def crm_push() -> str:
     """Push the CRM outbox: batched, in order per contact; failures wait in the database."""
     found = runtime()
-    pushed = push_pending(found.database, found.crm, datetime.now(UTC))
+    pushed = push_pending(
+        found.database, found.crm, datetime.now(UTC), pace=lambda: throttle(found, "crm")
+    )
     if pushed.deferred or pushed.failed:
         log.warning("CRM push: %d pushed, %d to retry, %d refused",
                     pushed.pushed, pushed.deferred, pushed.failed)  # fmt: skip

@@ -25,6 +25,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 
 from integrations.crm_webhook import WebhookCrm
 from integrations.hubspot import CONTACTS, HubSpotCrm
+from integrations.ports import RateLimited
 from tests.integration.conftest import make_runtime
 from worker.api.app import create_app
 from worker.crm_sync import push_pending
@@ -215,6 +216,28 @@ def test_a_429_waits_for_retry_after_then_succeeds(
     assert contact["nurture_sequences"] == "trial"
     assert contact["nurture_status"] == "active"
     assert outbox(runtime) == [("enrolled", "pushed", 2)]
+
+
+def test_the_pusher_keeps_to_the_policy_rate_and_a_booked_account_waits_for_the_next_tick(
+    runtime: Runtime, fake: FakeHubSpot, clock: Clock
+) -> None:
+    for number in range(3):
+        event(runtime, "trial_started", f"lead{number}@example.com", clock())
+    paced: list[str] = []
+
+    def booked() -> None:
+        paced.append("asked")
+        raise RateLimited("crm booked", code="rate_limit", retry_after=12.0)
+
+    held = push_pending(runtime.database, runtime.crm, clock(), pace=booked)
+    assert (held.pushed, paced, fake.requests) == (0, ["asked"], [])  # nothing went out
+    assert {status for _, status, _ in outbox(runtime)} == {"pending"}
+    went = push_pending(runtime.database, runtime.crm, clock(), contacts=1,
+                        pace=lambda: paced.append("waited"))  # fmt: skip
+    assert went.pushed == 3
+    # a wait for the rate before every batch (one contact each), and the round that found none
+    assert paced == ["asked", "waited", "waited", "waited", "waited"]
+    assert fake.count(f"POST {CONTACTS}") == 3
 
 
 def test_a_5xx_storm_backs_off_longer_each_time_and_loses_nothing(
