@@ -6,7 +6,7 @@ back as timeline entries and emitted events. No database, no broker, no network,
 from __future__ import annotations
 
 import itertools
-import uuid
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,7 +64,7 @@ def counter() -> Callable[[], str]:
 
 def unique_id() -> str:
     """Enrollment ids for the database: unique across processes and restarts."""
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ engine never sees the database and the database never sees a half-decided state.
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +45,7 @@ IN_FLIGHT = {"queued": StepStatus.PENDING, "claimed": StepStatus.PENDING}
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)  # a uuid4's randomness, a third of its cost
 
 
 @dataclass
@@ -255,28 +255,27 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
 
 def _copy_value(column: Column[Any], dialect: Dialect) -> Callable[[dict[str, Any]], Any]:
     """How one column's value goes into COPY: its Python default when missing, then what
-    SQLAlchemy's type would bind (aware UTC times), JSON as text."""
+    SQLAlchemy's type would bind (aware UTC times), JSON as text. Made once per column and
+    called once per cell, so each kind of column gets its own small function."""
     name, default = column.name, column.default
     bind = column.type.bind_processor(dialect) if isinstance(column.type, UTCDateTime) else None
+    if isinstance(default, ScalarElementColumnDefault):
+        fallback: Callable[[], Any] = lambda: default.arg  # noqa: E731
+    elif isinstance(default, CallableColumnDefault):
+        fallback = lambda: default.arg(None)  # type: ignore[arg-type]  # noqa: E731  # SQLModel's take no context
+    else:
+        fallback = lambda: None  # noqa: E731
 
-    def value(row: dict[str, Any]) -> Any:
-        if name in row:
-            found = row[name]
-        elif isinstance(default, ScalarElementColumnDefault):
-            found = default.arg
-        elif isinstance(default, CallableColumnDefault):
-            found = default.arg(None)  # type: ignore[arg-type]  # SQLModel's take no context
-        else:
-            found = None
-        if found is None:
-            return None
-        if bind is not None:
-            return bind(found)
-        if isinstance(column.type, JSON):
-            return json.dumps(found)
-        return found
+    def found(row: dict[str, Any]) -> Any:
+        return row[name] if name in row else fallback()
 
-    return value
+    if bind is not None:
+        return lambda row: None if (value := found(row)) is None else bind(value)
+    if isinstance(column.type, JSON):
+        return lambda row: None if (value := found(row)) is None else json.dumps(value)
+    if default is None:
+        return lambda row: row.get(name)
+    return found
 
 
 def _table(model: type[SQLModel]) -> Table:
