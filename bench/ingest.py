@@ -155,18 +155,33 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def post_batches(base: str, events: list[Any]) -> tuple[float, int]:
-    """Every batch in order over one connection; (seconds, items answered with an error)."""
-    errors = 0
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"},
-                      timeout=300) as client:  # fmt: skip
-        began = time.perf_counter()
-        for part in chunks(events, BATCH):
-            response = client.post("/v1/events/batch", json={"events": part})
-            if response.status_code != 207:
-                raise RuntimeError(f"batch answered {response.status_code}: {response.text[:500]}")
-            errors += sum(1 for r in response.json()["results"] if "error" in r)
-        return time.perf_counter() - began, errors
+def post_batches(base: str, events: list[Any], streams: int = 1) -> tuple[float, int]:
+    """The batches over `streams` connections at once (each posts its share in order, the next
+    as soon as the last is answered); (seconds, items answered with an error)."""
+    batches = list(chunks(events, BATCH))
+    errors = [0] * streams
+    failures: list[str] = []
+
+    def work(number: int) -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"},
+                          timeout=300) as client:  # fmt: skip
+            for part in batches[number::streams]:
+                response = client.post("/v1/events/batch", json={"events": part})
+                if response.status_code != 207:
+                    failures.append(f"batch answered {response.status_code}: "
+                                    f"{response.text[:500]}")  # fmt: skip
+                    return
+                errors[number] += sum(1 for r in response.json()["results"] if "error" in r)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(streams)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(failures[0])
+    return time.perf_counter() - began, sum(errors)
 
 
 def post_singles(base: str, events: list[Any], clients: int) -> tuple[float, int]:
@@ -293,6 +308,8 @@ class Measured:
     events: int
     singles: int
     clients: int
+    api_workers: int
+    streams: int
     seed_seconds: float = 0.0
     batch_seconds: float = 0.0
     batch_errors: int = 0
@@ -314,6 +331,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--single", type=int, default=None, help="events through /v1/events "
                         "(default: a quarter of --events)")  # fmt: skip
     parser.add_argument("--clients", type=int, default=4, help="concurrent single-event clients")
+    parser.add_argument("--api-workers", type=int, default=2, help="`nurture api --workers`: "
+                        "uvicorn processes (one per core)")  # fmt: skip
+    parser.add_argument("--streams", type=int, default=None, help="batches posted at once "
+                        "(default: one per API worker)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="4,000 events, 1,000 single")
     parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
     parser.add_argument("--wait-idle", type=float, default=120.0, help="wait up to this long "
@@ -324,6 +345,8 @@ def arguments() -> argparse.Namespace:
     args.events = max(BATCH, args.events // BATCH * BATCH)
     if args.single is None:
         args.single = args.events // 4
+    if args.streams is None:
+        args.streams = args.api_workers
     return args
 
 
@@ -341,7 +364,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, folder: Path) -> Measured:
-    measured = Measured(args.events, args.single, args.clients)
+    measured = Measured(args.events, args.single, args.clients, args.api_workers, args.streams)
     rng = random.Random(4)
     with postgres() as server_url:
         database_url = fresh_database(server_url)
@@ -369,7 +392,8 @@ def run(args: argparse.Namespace, folder: Path) -> Measured:
         api_port, echo_port = free_port(), free_port()
         api, echo = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{echo_port}"
         with Processes(folder, env) as processes:
-            processes.start("api", [*NURTURE, "api", "--port", str(api_port)])
+            processes.start("api", [*NURTURE, "api", "--port", str(api_port),
+                                    "--workers", str(args.api_workers)])  # fmt: skip
             here = str(Path(__file__).parent)
             processes.start("echo", [PYTHON, "-m", "uvicorn", "--app-dir", here, "--port",
                                      str(echo_port), "--log-level", "warning",
@@ -397,7 +421,7 @@ def run(args: argparse.Namespace, folder: Path) -> Measured:
 
             console.print(f"batch: {args.events:,} events in batches of {BATCH:,} …")
             cpu_before, machine_before = cpu_now(), machine_cpu()
-            measured.batch_seconds, measured.batch_errors = post_batches(api, events)
+            measured.batch_seconds, measured.batch_errors = post_batches(api, events, args.streams)
             cpu_after, machine_after = cpu_now(), machine_cpu()
             measured.cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
             measured.busy = busy_share(machine_before, machine_after)
@@ -412,7 +436,7 @@ def run(args: argparse.Namespace, folder: Path) -> Measured:
                 api, singles, args.clients
             )
             console.print("baseline: the same batch bodies to an empty endpoint …")
-            measured.echo_seconds, _ = post_batches(echo, events)
+            measured.echo_seconds, _ = post_batches(echo, events, args.streams)
         console.print("baseline: raw psycopg executemany of the same rows …")
         measured.raw_seconds = raw_writes(
             baseline_url, sample_rows(database_url), measured.added, args.events
@@ -450,7 +474,8 @@ def report(m: Measured) -> int:
     echo_rate = m.events / m.echo_seconds
     raw_rate = m.events / m.raw_seconds
     table = Table(title=f"ingest: {m.events:,} events in batches of {BATCH:,} (half new "
-                  "signups into a 4-step sequence, half pricing views), PostgreSQL")  # fmt: skip
+                  "signups into a 4-step sequence, half pricing views), PostgreSQL, "
+                  f"{m.api_workers} API worker(s), {m.streams} stream(s)")  # fmt: skip
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("warm-up: leads seeded through the batch endpoint",
@@ -482,7 +507,8 @@ def report(m: Measured) -> int:
         table.add_row(f"check: {name}", f"{value} {'[green]ok' if passed else '[red]NO'}")
     console.print(table)
     console.print(
-        f"ingest: batch {batch_rate:,.0f} events/s ({'met' if batch_rate >= GOAL else 'missed'} "
+        f"ingest ({m.api_workers} API worker(s), {m.streams} stream(s)): "
+        f"batch {batch_rate:,.0f} events/s ({'met' if batch_rate >= GOAL else 'missed'} "
         f"≥ {GOAL:,.0f}), single {single_rate:,.0f} events/s; raw writes {raw_rate:,.0f}, "
         f"empty endpoint {echo_rate:,.0f}; batch/raw {batch_rate / raw_rate:.3f}, "
         f"batch/empty {batch_rate / echo_rate:.3f}"

@@ -267,12 +267,15 @@ def run(port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 800
 def api(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="uvicorn worker processes (one per core in production)")
+    ] = 1,
 ) -> None:
     """The HTTP API (production)."""
-    from worker.processes import serve_api
+    from worker.processes import run_api
 
     runtime()
-    serve_api(host, port).run()
+    run_api(host, port, workers)
 
 
 @app.command()

@@ -38,6 +38,16 @@ def serve_api(host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="info"))
 
 
+def run_api(host: str, port: int, workers: int = 1) -> None:
+    """`nurture api`: one process, or `workers` uvicorn worker processes on one port (a batch
+    of events keeps one core busy; production gives the API one worker per core)."""
+    if workers <= 1:
+        serve_api(host, port).run()
+        return
+    uvicorn.run("worker.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers, log_level="info")  # fmt: skip
+
+
 def run_all(config: Settings, port: int) -> None:
     """API on 127.0.0.1, worker and beat in this process (Celery's solo pool)."""
     from worker.tasks import app, worker_argv

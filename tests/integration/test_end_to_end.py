@@ -63,7 +63,8 @@ def api(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     try:
-        cluster.start("api", "api", "--port", str(port))
+        # two uvicorn workers on one port, as production runs it: either may take a request
+        cluster.start("api", "api", "--port", str(port), "--workers", "2")
         cluster.start("worker", "worker", "--concurrency", "2")
         cluster.start("beat", "beat")
         wait_for(lambda: _up(base), 30, "the API")

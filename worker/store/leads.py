@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Session, col
 
 from worker.schemas import LeadIn
@@ -47,17 +50,30 @@ def find_or_create(session: Session, data: LeadIn, now: datetime, source: str) -
 
 
 def new_lead(now: datetime) -> LeadRow:
-    # every JSON column given: pydantic inspects a default factory's signature on each call
-    return LeadRow(
-        id=new_id(),
-        created_at=now,
-        updated_at=now,
-        attributes={},
-        consent={},
-        suppressions={},
-        score={},
-        history=[],
-    )
+    """A new lead row with the columns' defaults, built the way the ORM builds a row it loads
+    (no validation: every value is a default). SQLModel's constructor validates and sets each
+    column through pydantic, about 0.1 ms: a tenth of a batch event's cost."""
+    values = {name: _fresh(value) for name, value in _lead_defaults().items()}
+    row: LeadRow = _LEADS.new_instance()
+    row.__dict__.update(values, id=new_id(), created_at=now, updated_at=now)
+    return row
+
+
+_LEADS = manager_of_class(LeadRow)
+
+
+@cache
+def _lead_defaults() -> dict[str, Any]:
+    configure_mappers()  # what a constructor or a first query would do: the columns' access
+    return {
+        name: field.get_default(call_default_factory=True)
+        for name, field in LeadRow.model_fields.items()
+    }
+
+
+def _fresh(value: Any) -> Any:
+    """A default's own copy: two leads never share one `{}`."""
+    return value.copy() if isinstance(value, dict | list) else value
 
 
 def merge(
