@@ -139,6 +139,11 @@ def rate_of(limits: RateLimits, channel: str) -> float | None:
     return rate_per_second(rate) if rate else None
 
 
+def rate_limited(runtime: Runtime, channel: str) -> bool:
+    """Whether the policy limits the rate of `channel`'s provider account."""
+    return rate_of(runtime.catalog.policy.rate_limits, channel) is not None
+
+
 def throttle(runtime: Runtime, channel: str) -> None:
     """Wait for a slot before handing a `channel` message to its provider (worker/sending.py).
     Raises RateLimited when the account is booked beyond MAX_WAIT."""

@@ -39,7 +39,7 @@ from worker.engine.checks import Finish, Go, Switches, Wait
 from worker.engine.state import Outcome, StepRun, StepStatus
 from worker.ingest import finish
 from worker.mailing import email_message
-from worker.ratelimit import throttle
+from worker.ratelimit import rate_limited, throttle
 from worker.rendering import RenderError
 from worker.runtime import Runtime
 from worker.store.db import transaction
@@ -92,12 +92,40 @@ def send_steps(runtime: Runtime, step_run_ids: list[str], clock: Clock = utcnow)
     if not claimed:
         return results
     fault(runtime, "after_claim")
+    # a rate-limited channel waits for its slot before each hand-over, so no message sits
+    # `sending` while it waits (a worker killed there would leave it `unknown`, never sent);
+    # the rest are handed over together
+    limited = [each for each in claimed if rate_limited(runtime, each.composed.channel)]
+    free = [each for each in claimed if not rate_limited(runtime, each.composed.channel)]
+    delivered: list[tuple[Claimed, Delivered]] = []
+    _send(runtime, free, results, delivered)
+    for each in limited:
+        try:
+            throttle(runtime, each.composed.channel)
+        except RateLimited as exc:  # booked beyond the longest wait: back to pending
+            delivered.append((each, exc))
+            continue
+        _send(runtime, [each], results, delivered)
+    if delivered:
+        fault(runtime, "after_send")
+        results.update(record(runtime, delivered, clock))
+    return results
+
+
+def _send(
+    runtime: Runtime,
+    claimed: list[Claimed],
+    results: dict[str, str],
+    delivered: list[tuple[Claimed, Delivered]],
+) -> None:
+    """Hand the claimed steps over in one transaction, then give each to its provider."""
+    if not claimed:
+        return
     with transaction(runtime.database) as session:
         # under the leads' locks, like every change to a lead: an exit that already read the
         # row as `claimed` must finish before this, or see `sending` and leave it alone
         lock_leads(session, (each.lead_id for each in claimed))
         handed = mark_sending(session, [each.step_run_id for each in claimed])
-    delivered: list[tuple[Claimed, Delivered]] = []
     for each in claimed:
         if each.step_run_id not in handed:
             results[each.step_run_id] = "stopped before hand-over"
@@ -110,10 +138,6 @@ def send_steps(runtime: Runtime, step_run_ids: list[str], clock: Clock = utcnow)
             log.exception("step run %s: sending failed unexpectedly; it will turn `unknown`",
                           each.step_run_id)  # fmt: skip
             results[each.step_run_id] = f"error ({exc})"
-    if delivered:
-        fault(runtime, "after_send")
-        results.update(record(runtime, delivered, clock))
-    return results
 
 
 def _alone(runtime: Runtime, step_run_id: str, clock: Clock) -> str:
@@ -205,7 +229,6 @@ def _check(
 def deliver(runtime: Runtime, claimed: Claimed) -> SendResult:
     composed = claimed.composed
     reference = claimed.step_run_id
-    throttle(runtime, composed.channel)  # policy rate_limits, per provider account
     if composed.channel in ("email", "notify"):
         message = email_message(
             runtime.config, composed, reference=reference, lead_id=claimed.lead_id

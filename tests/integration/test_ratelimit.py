@@ -7,17 +7,19 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from integrations.ports import RateLimited, TemporaryError
 from tests.integration.conftest import make_runtime
 from worker.api.app import create_app
 from worker.config import Settings
+from worker.ingest import ingest
 from worker.ratelimit import (
     Limiter,
     LocalLimiter,
@@ -25,8 +27,11 @@ from worker.ratelimit import (
     account,
     limiter_for,
     rate_of,
+    throttle,
 )
-from worker.sending import send_step
+from worker.runtime import Runtime
+from worker.schemas import EventIn
+from worker.sending import send_step, send_steps
 from worker.spec.models import RateLimits
 from worker.store.db import transaction
 from worker.store.steps import claim_due
@@ -188,6 +193,71 @@ def test_the_policy_rate_spaces_real_sends_across_threads(tmp_path: Path) -> Non
     assert elapsed >= 0.9  # six sends at 5/s: five intervals of 0.2 s
     assert isinstance(runtime.limiter, LocalLimiter)
     assert len(list((runtime.config.outbox_dir / "email").glob("*.eml"))) == 6
+
+
+def test_a_batch_on_a_limited_channel_waits_for_each_slot_before_handing_that_step_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_runtime(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'nurture.db'}",
+        {"sequences/welcome.yaml": SEQUENCE, "sequences/policy.yaml": POLICY,
+         "templates/w/hello.html.j2": TEMPLATE},
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    for number in range(4):
+        payload = {"type": "signed_up", "lead": {"email": f"lead{number}@example.com"}}
+        with transaction(runtime.database) as session:
+            ingest(session, runtime.engine, EventIn.model_validate(payload), now)
+    with transaction(runtime.database) as session:
+        due = claim_due(session, now, 100)
+    seen: list[dict[str, int]] = []
+
+    def watched(found: Runtime, channel: str) -> None:
+        with runtime.database.connect() as connection:
+            rows = connection.execute(text("SELECT status, count(*) FROM step_runs GROUP BY 1"))
+            seen.append({str(row[0]): int(row[1]) for row in rows})
+        throttle(found, channel)
+
+    monkeypatch.setattr("worker.sending.throttle", watched)
+    results = send_steps(runtime, due, lambda: now)
+    assert list(results.values()) == ["sent"] * 4
+    # a step waiting for its slot is only claimed, not handed over: a worker killed in the
+    # wait leaves it to the sweeper, which sends it later (the ones already handed to the
+    # provider are `sending` until the batch is recorded)
+    assert seen == [{"claimed": 4}, {"claimed": 3, "sending": 1}, {"claimed": 2, "sending": 2},
+                    {"claimed": 1, "sending": 3}]  # fmt: skip
+
+
+def test_a_step_booked_beyond_the_longest_wait_goes_back_to_pending_without_an_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_runtime(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'nurture.db'}",
+        {"sequences/welcome.yaml": SEQUENCE, "sequences/policy.yaml": POLICY,
+         "templates/w/hello.html.j2": TEMPLATE},
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    payload = {"type": "signed_up", "lead": {"email": "ana@example.com"}}
+    with transaction(runtime.database) as session:
+        ingest(session, runtime.engine, EventIn.model_validate(payload), now)
+    with transaction(runtime.database) as session:
+        [step] = claim_due(session, now, 100)
+
+    def booked(found: Runtime, channel: str) -> None:
+        raise RateLimited("booked", code="rate_limited", retry_after=30.0)
+
+    monkeypatch.setattr("worker.sending.throttle", booked)
+    assert send_steps(runtime, [step], lambda: now)[step].startswith("retry at")
+    with runtime.database.connect() as connection:
+        status, attempts, due_at = connection.execute(
+            text("SELECT status, attempts, due_at FROM step_runs WHERE id = :id"), {"id": step}
+        ).one()
+    assert (status, attempts) == ("pending", 0)  # the attempt the claim counted is given back
+    waited = datetime.fromisoformat(str(due_at)).replace(tzinfo=UTC) - now
+    assert timedelta(seconds=30) <= waited <= timedelta(seconds=36)
+    assert not list((runtime.config.outbox_dir / "email").glob("*.eml"))
 
 
 def test_redis_keys_expire_once_the_account_is_idle(redis_url: str) -> None:
