@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -37,6 +36,7 @@ from integrations.ports import (
 from worker.compose import Composed, compose, context
 from worker.engine.checks import Finish, Go, Switches, Wait
 from worker.engine.state import Outcome, StepRun, StepStatus
+from worker.engine.timing import Clock, utcnow
 from worker.ingest import finish
 from worker.mailing import email_message
 from worker.ratelimit import rate_limited, throttle
@@ -52,12 +52,7 @@ from worker.tracking import track
 
 log = logging.getLogger("nurture")
 MAX_ATTEMPTS = 6
-Clock = Callable[[], datetime]
 Delivered = SendResult | TemporaryError | PermanentError
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -95,8 +90,10 @@ def send_steps(runtime: Runtime, step_run_ids: list[str], clock: Clock = utcnow)
     # a rate-limited channel waits for its slot before each hand-over, so no message sits
     # `sending` while it waits (a worker killed there would leave it `unknown`, never sent);
     # the rest are handed over together
-    limited = [each for each in claimed if rate_limited(runtime, each.composed.channel)]
-    free = [each for each in claimed if not rate_limited(runtime, each.composed.channel)]
+    free: list[Claimed] = []
+    limited: list[Claimed] = []
+    for each in claimed:
+        (limited if rate_limited(runtime, each.composed.channel) else free).append(each)
     delivered: list[tuple[Claimed, Delivered]] = []
     _send(runtime, free, results, delivered)
     for each in limited:
@@ -343,25 +340,22 @@ def record_temporary(
     now: datetime,
 ) -> str:
     row = loaded.run_rows[run.id or ""]
-    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+    told = exc.retry_after if isinstance(exc, RateLimited) else None
+    if told is not None:
         # the provider (or our own rate limit) said when: wait that long, and the attempt
         # does not count toward failing the step
         row.attempts = run.attempts = max(0, row.attempts - 1)
-        run.status = StepStatus.PENDING
-        run.due_at = now + timedelta(seconds=exc.retry_after * random.uniform(1.0, 1.2))
-        run.reason = f"retry: {exc}"[:200]
-        row.status = "pending"
-        row.lease_until = None
-        finish(session, runtime.engine, loaded, Outcome(), now)
-        return f"retry at {run.due_at.isoformat()} ({exc})"
-    if row.attempts >= MAX_ATTEMPTS:
+        wait = timedelta(seconds=told * random.uniform(1.0, 1.2))
+    elif row.attempts >= MAX_ATTEMPTS:
         outcome = runtime.engine.record_finished(
             loaded.world, run, StepStatus.FAILED, exc.code or "temporary", now
         )
         finish(session, runtime.engine, loaded, outcome, now)
         return f"failed after {row.attempts} attempts ({exc})"
+    else:
+        wait = backoff(row.attempts)
     run.status = StepStatus.PENDING
-    run.due_at = now + backoff(row.attempts)
+    run.due_at = now + wait
     run.reason = f"retry: {exc}"[:200]  # shown on the lead while it waits
     row.status = "pending"
     row.lease_until = None

@@ -15,7 +15,6 @@ import hashlib
 import html
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from worker.api.deps import ERRORS, RuntimeDep
 from worker.api.events import apply
+from worker.engine.timing import utcnow
 from worker.runtime import Runtime
 from worker.schemas import EventIn, LeadIn
 from worker.store.db import transaction
@@ -61,10 +61,6 @@ PAGE_HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
     ),
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

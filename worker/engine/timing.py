@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +27,14 @@ class WindowRule:
     def __post_init__(self) -> None:
         if self.days is not None and not self.days <= frozenset(range(7)):
             raise ValueError(f"weekdays run from 0 (Monday) to 6 (Sunday), got {sorted(self.days)}")
+
+
+Clock = Callable[[], datetime]
+"""Where the shells read the time: `utcnow` in production, a fixed or moving one in tests."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def zone(name: str | None) -> ZoneInfo | None:
