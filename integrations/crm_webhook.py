@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from standardwebhooks import Webhook
 
-from integrations.hubspot import retry_after
+from integrations.hubspot import http_error, utcnow
 from integrations.ports import (
     CrmTaskRequest,
     PermanentError,
@@ -30,12 +30,6 @@ from integrations.ports import (
 
 if TYPE_CHECKING:
     from worker.config import Settings
-
-RETRIED = {401, 403, 408}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class WebhookCrm:
@@ -130,8 +124,4 @@ class WebhookCrm:
         if status < 300:
             return
         message = f"CRM webhook {status}: {response.text[:300]}"
-        if status == 429:
-            raise RateLimited(message, code="429", retry_after=retry_after(response.headers))
-        if status >= 500 or status in RETRIED:
-            raise TemporaryError(message, code=str(status))
-        raise PermanentError(message, code=str(status))
+        raise http_error(status, message, response.headers)

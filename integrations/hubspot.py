@@ -32,7 +32,8 @@ BATCH = 100
 CONTACTS = "/crm/v3/objects/contacts/batch/upsert"
 NOTE_TO_CONTACT = 202
 TASK_TO_CONTACT = 204
-AUTH_STATUSES = {401, 403}
+RETRIED_STATUSES = {401, 403, 408}
+"""Temporary besides 429 and 5xx: a refused token is a setting to fix, not a change to drop."""
 
 
 def utcnow() -> datetime:
@@ -189,13 +190,16 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
             return {}
         found = response.json()
         return found if isinstance(found, dict) else {"results": found}
-    message = _message(response)
+    raise http_error(status, _message(response), response.headers)
+
+
+def http_error(status: int, message: str, headers: Mapping[str, str]) -> ProviderError:
+    """A failed HTTP answer as the ports' two kinds (HubSpot and the CRM webhook alike)."""
     if status == 429:
-        raise RateLimited(message, code="429", retry_after=retry_after(response.headers))
-    if status >= 500 or status in AUTH_STATUSES or status == 408:
-        # a refused token is a setting to fix, not a change to drop: keep it waiting
-        raise TemporaryError(message, code=str(status))
-    raise PermanentError(message, code=str(status))
+        return RateLimited(message, code="429", retry_after=retry_after(headers))
+    if status >= 500 or status in RETRIED_STATUSES:
+        return TemporaryError(message, code=str(status))
+    return PermanentError(message, code=str(status))
 
 
 def _message(response: httpx.Response) -> str:

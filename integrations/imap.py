@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from worker.config import Settings
 
-UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
-
 
 class ImapError(Exception):
     """The server refused a command, or the connection failed."""

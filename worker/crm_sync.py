@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine as Database
@@ -363,10 +363,6 @@ def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
 def _error(exc: Exception) -> str:
     code = getattr(exc, "code", None)
     return f"{code}: {exc}" if code else str(exc)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- backends ----------------------------------------------------------------------------------

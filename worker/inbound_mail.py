@@ -156,7 +156,7 @@ def _delivery_report(message: Message) -> Inbound:
             continue
         (permanent if found[1] == "5" else temporary).append(recipient)
         status.setdefault(found[1], found[0])
-    original = _original(message)
+    ids, runs, _ = _original_message(message)
     base = _basics(message)
     if not permanent and not temporary:
         return Inbound(Kind.UNPARSEABLE, message_id=base.message_id, why="report without status")
@@ -164,8 +164,8 @@ def _delivery_report(message: Message) -> Inbound:
     return _with(
         base,
         kind,
-        in_reply_to=original[0],
-        step_runs=original[1],
+        in_reply_to=ids,
+        step_runs=runs,
         recipients=tuple(permanent or temporary),
         status=status["5"] if permanent else status["4"],
     )
@@ -175,8 +175,8 @@ def _complaint(message: Message) -> Inbound:
     """RFC 5965: the feedback fields, then the reported message or its headers."""
     blocks = _fields(_part(message, ("message/feedback-report",)))
     fields = blocks[0] if blocks else None
-    feedback = (_header(fields, "Feedback-Type") or "abuse").lower() if fields else "abuse"
-    recipients = _addresses(fields, "Original-Rcpt-To") if fields else []
+    feedback = (_header(fields, "Feedback-Type") or "abuse").lower()
+    recipients = _addresses(fields, "Original-Rcpt-To")
     ids, runs, original = _original_message(message)
     if not recipients and original is not None:
         recipients = _addresses(original, "To")
@@ -191,11 +191,6 @@ def _complaint(message: Message) -> Inbound:
         recipients=tuple(recipients),
         status=feedback,
     )
-
-
-def _original(message: Message) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    ids, runs, _ = _original_message(message)
-    return ids, runs
 
 
 def _original_message(message: Message) -> tuple[tuple[str, ...], tuple[str, ...], Message | None]:

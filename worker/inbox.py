@@ -14,23 +14,23 @@ import hashlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from integrations.imap import ImapMailbox, ImapSettings, settings_from
+from worker.engine.timing import Clock, utcnow
 from worker.inbound_mail import Inbound, Kind, classify, step_run_of_address
 from worker.ingest import ingest
 from worker.mailing import mailto_token
 from worker.runtime import Runtime
-from worker.schemas import EventIn, LeadIn
+from worker.schemas import EventIn
 from worker.store import inbox as store
 from worker.store.db import transaction
-from worker.store.leads import find_lead
+from worker.store.leads import find_lead, lead_identity
 from worker.store.tables import LeadRow, StepRunRow
 from worker.tokens import verify
 
@@ -47,7 +47,6 @@ EVENT_OF = {
     Kind.UNSUBSCRIBE: "unsubscribed",
 }
 MESSAGE_STATUS = {Kind.BOUNCE: "bounced", Kind.COMPLAINT: "complained"}
-Clock = Callable[[], datetime]
 
 
 class InboxNotConfigured(Exception):
@@ -81,10 +80,6 @@ class Polled:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items())) or "nothing new"
         events = ", ".join(f"{n} {e}" for e, n in sorted(self.events.items())) or "no events"
         return f"read {self.read} message(s): {kinds}; {events}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def poll(runtime: Runtime, clock: Clock = utcnow) -> Polled:
@@ -179,7 +174,7 @@ def act(
         match(session, runtime, inbound) if inbound.kind is not Kind.UNPARSEABLE else None
     )
     event_type = EVENT_OF.get(inbound.kind)
-    identity = _identity(found.lead) if found is not None else None
+    identity = lead_identity(found.lead) if found is not None else None
     event_id: str | None = None
     emitted: str | None = None
     if found is not None and event_type is not None and identity is not None:
@@ -275,18 +270,6 @@ def _properties(inbound: Inbound, found: Match) -> dict[str, Any]:
     elif inbound.kind is Kind.UNSUBSCRIBE:
         properties.update(reason="mailto")
     return properties
-
-
-def _identity(row: LeadRow) -> LeadIn | None:
-    """The identity find_or_create looks up first, so ingest finds exactly this lead; an
-    erased lead has none and hears nothing more."""
-    if row.erased:
-        return None
-    for name in ("external_id", "email", "phone"):
-        value = getattr(row, name)
-        if value:
-            return LeadIn.model_construct(**{name: value})
-    return None
 
 
 def _event_key(event_type: str, message_key: str) -> str:

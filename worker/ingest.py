@@ -14,7 +14,7 @@ from worker.crm_sync import record_changes
 from worker.engine.core import Engine
 from worker.engine.state import Outcome
 from worker.schemas import EventIn
-from worker.store.events import find_by_key, find_by_keys, store_event
+from worker.store.events import find_by_keys, store_event
 from worker.store.leads import find_or_create, lock_leads_named
 from worker.store.worlds import (
     Loaded,
@@ -43,23 +43,16 @@ def ingest(
 ) -> Ingested:
     """The caller's transaction commits; a concurrent duplicate id fails on the unique key."""
     if event_in.id is not None:
-        seen = find_by_key(session, event_in.id)
+        seen = find_by_keys(session, [event_in.id]).get(event_in.id)
         if seen is not None:
-            return Ingested(seen.id, seen.lead_id, duplicate=True)
+            return Ingested(*seen, duplicate=True)
     lead_row = find_or_create(session, event_in.lead, now, source)
     session.flush()
     locked = lock_lead(session, lead_row.id)
     assert locked is not None
-    # decisions carry the time they were made under the lock, not when the request arrived:
-    # an exit stamped before a claim that committed first would tell the story backwards
-    applied = max(now, datetime.now(UTC))
+    applied = _decided_at(now)
     loaded = load_world(session, locked, applied)
-    event = event_in.to_event(now)
-    event_id = store_event(session, lead_row.id, event, now, source, event_in.id)
-    outcome = engine.apply_event(loaded.world, event, applied)
-    enrolled, exited = list(outcome.enrolled), list(outcome.exited)
-    finish(session, engine, loaded, outcome, applied)
-    return Ingested(event_id, lead_row.id, enrolled=enrolled, exited=exited)
+    return _apply_one(session, engine, loaded, event_in, now, applied, source)
 
 
 def ingest_batch(
@@ -80,7 +73,7 @@ def ingest_batch(
     keys = [e.id for e in events_in if e.id is not None]
     seen = find_by_keys(session, keys)
     index = lock_leads_named(session, [e.lead for e in events_in])
-    applied = max(now, datetime.now(UTC))  # as in `ingest`: the time under the lock
+    applied = _decided_at(now)
     worlds = load_worlds(session, index.locked, applied)
     results: list[Ingested] = []
     with deferred_writes(session):
@@ -95,15 +88,36 @@ def ingest_batch(
                 loaded = worlds[lead_row.id] = new_world(lead_row)
             else:
                 refresh_lead(loaded)
-            event = event_in.to_event(now)
-            event_id = store_event(session, lead_row.id, event, now, source, event_in.id)
+            result = _apply_one(session, engine, loaded, event_in, now, applied, source)
             if event_in.id is not None:
-                seen[event_in.id] = (event_id, lead_row.id)
-            outcome = engine.apply_event(loaded.world, event, applied)
-            enrolled, exited = list(outcome.enrolled), list(outcome.exited)
-            finish(session, engine, loaded, outcome, applied)
-            results.append(Ingested(event_id, lead_row.id, enrolled=enrolled, exited=exited))
+                seen[event_in.id] = (result.event_id, result.lead_id)
+            results.append(result)
     return results
+
+
+def _decided_at(now: datetime) -> datetime:
+    """Decisions carry the time they were made under the lock, not when the request arrived:
+    an exit stamped before a claim that committed first would tell the story backwards."""
+    return max(now, datetime.now(UTC))
+
+
+def _apply_one(
+    session: Session,
+    engine: Engine,
+    loaded: Loaded,
+    event_in: EventIn,
+    now: datetime,
+    applied: datetime,
+    source: str,
+) -> Ingested:
+    """Store one event of a locked lead, run the engine on it and write what it decided."""
+    lead_id = loaded.lead_row.id
+    event = event_in.to_event(now)
+    event_id = store_event(session, lead_id, event, now, source, event_in.id)
+    outcome = engine.apply_event(loaded.world, event, applied)
+    enrolled, exited = list(outcome.enrolled), list(outcome.exited)
+    finish(session, engine, loaded, outcome, applied)
+    return Ingested(event_id, lead_id, enrolled=enrolled, exited=exited)
 
 
 def finish(

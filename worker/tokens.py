@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import json
 import secrets
+from functools import cache
+from pathlib import Path
 
 from worker.config import Settings
 
@@ -15,7 +17,12 @@ def secret(config: Settings) -> bytes:
     """NURTURE_SECRET_KEY, else a key kept in the home folder (made once by `nurture run`)."""
     if config.secret_key is not None:
         return config.secret_key.get_secret_value().encode()
-    path = config.home / "secret_key"
+    return _home_secret(config.home.resolve() / "secret_key")
+
+
+@cache
+def _home_secret(path: Path) -> bytes:
+    """Read once per process: every email signs two or three links with it."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))

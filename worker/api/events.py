@@ -93,8 +93,8 @@ def result_of(found: Ingested) -> EventResult:
         event_id=found.event_id,
         lead_id=found.lead_id,
         duplicate=found.duplicate,
-        enrolled=[] if found.duplicate else found.enrolled,
-        exited=[] if found.duplicate else found.exited,
+        enrolled=found.enrolled,
+        exited=found.exited,
     )
 
 

@@ -26,8 +26,9 @@ from worker.crm_sync import record_message_status
 from worker.engine.core import Engine
 from worker.ingest import Ingested, ingest
 from worker.runtime import Runtime
-from worker.schemas import EventIn, LeadIn
+from worker.schemas import EventIn
 from worker.store.db import transaction
+from worker.store.leads import lead_identity
 from worker.store.messages import find_by_provider_id, set_status
 from worker.store.tables import LeadRow
 from worker.store.worlds import lock_lead
@@ -291,7 +292,7 @@ def _record_status(
     set_status(session, message, status, now)
     record_message_status(session, lead_row, message, status, now)
     emitted = []
-    identity = _identity(lead_row) if lead_row is not None else None
+    identity = lead_identity(lead_row) if lead_row is not None else None
     for key, kind, properties in status_events(
         message_sid, current, status, params, message.channel
     ):
@@ -300,16 +301,6 @@ def _record_status(
             if not ingest(session, engine, event, now, source="twilio").duplicate:
                 emitted.append(kind)
     return StatusResult(message_sid=message_sid, status=status, changed=True, events=emitted)
-
-
-def _identity(row: LeadRow) -> LeadIn | None:
-    """The one identity `find_or_create` looks up first, so it finds exactly this lead (the
-    stored values were validated on the way in: no need to validate them again)."""
-    for name in ("external_id", "email", "phone"):
-        value = getattr(row, name)
-        if value:
-            return LeadIn.model_construct(**{name: value})
-    return None
 
 
 @router.post(

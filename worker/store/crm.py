@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from worker.store.steps import db_time
+from worker.store.switches import write_switch
 from worker.store.tables import CrmChangeRow, SwitchRow
 from worker.store.worlds import deferred
 
@@ -186,21 +187,4 @@ def hold_until(session: Session) -> datetime | None:
 
 
 def hold(session: Session, until: datetime, now: datetime) -> None:
-    row = session.get(SwitchRow, HOLD) or SwitchRow(name=HOLD, value="", changed_at=now)
-    row.value, row.changed_at, row.changed_by = until.isoformat(), now, "crm.push"
-    session.add(row)
-
-
-def backlog(session: Session) -> dict[str, int]:
-    """Changes per status, for operators and tests."""
-    rows = session.execute(text("SELECT status, count(*) FROM crm_outbox GROUP BY status")).all()
-    return {str(status): int(count) for status, count in rows}
-
-
-def changes_of(session: Session, lead_id: str) -> list[CrmChangeRow]:
-    statement = (
-        select(CrmChangeRow)
-        .where(col(CrmChangeRow.lead_id) == lead_id)
-        .order_by(col(CrmChangeRow.id))
-    )
-    return list(session.exec(statement).all())
+    write_switch(session, HOLD, until.isoformat(), now, "crm.push")

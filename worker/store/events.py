@@ -14,13 +14,6 @@ from worker.store.tables import EventRow
 from worker.store.worlds import deferred, new_id
 
 
-def find_by_key(session: Session, idempotency_key: str) -> EventRow | None:
-    found: EventRow | None = session.execute(
-        select(EventRow).where(col(EventRow.idempotency_key) == idempotency_key)
-    ).scalar_one_or_none()
-    return found
-
-
 def find_by_keys(session: Session, idempotency_keys: Iterable[str]) -> dict[str, tuple[str, str]]:
     """Idempotency key → (event id, lead id) of the events already stored, in one query."""
     keys = sorted(set(idempotency_keys))

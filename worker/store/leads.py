@@ -15,7 +15,7 @@ from sqlmodel import Session, col
 
 from worker.schemas import LeadIn
 from worker.store.tables import EnrollmentRow, EventRow, LeadRow, MessageRow
-from worker.store.worlds import new_id
+from worker.store.worlds import lock_leads_where, new_id
 
 
 def find_lead(
@@ -25,17 +25,12 @@ def find_lead(
     email: str | None = None,
     phone: str | None = None,
 ) -> LeadRow | None:
-    for column, value in (
-        (col(LeadRow.external_id), external_id),
-        (col(LeadRow.email), email.lower() if email else None),
-        (col(LeadRow.phone), phone),
-    ):
-        if value:
-            found: LeadRow | None = session.execute(
-                select(LeadRow).where(column == value)
-            ).scalar_one_or_none()
-            if found is not None:
-                return found
+    for name, value in _named(external_id, email, phone):
+        found: LeadRow | None = session.execute(
+            select(LeadRow).where(getattr(LeadRow, name) == value)
+        ).scalar_one_or_none()
+        if found is not None:
+            return found
     return None
 
 
@@ -89,12 +84,8 @@ def merge(
     (`taken(name, value, lead_id)` says whether one does; by default a query)."""
     taken = taken or (lambda name, value, lead_id: _taken(session, name, value, lead_id))
     # identities only fill gaps: a Shopify customer id never replaces the CRM's external id
-    for name, value in (
-        ("external_id", data.external_id),
-        ("email", data.email.lower() if data.email else None),
-        ("phone", data.phone),
-    ):
-        if value and getattr(row, name) is None and not taken(name, value, row.id):
+    for name, value in _identities(data):
+        if getattr(row, name) is None and not taken(name, value, row.id):
             setattr(row, name, value)
     for name in ("first_name", "last_name", "timezone"):
         value = getattr(data, name)
@@ -115,7 +106,12 @@ IDENTITIES = ("external_id", "email", "phone")
 
 
 def _identities(data: LeadIn) -> list[tuple[str, str]]:
-    values = (data.external_id, data.email.lower() if data.email else None, data.phone)
+    return _named(data.external_id, data.email, data.phone)
+
+
+def _named(external_id: str | None, email: str | None, phone: str | None) -> list[tuple[str, str]]:
+    """The identities given, in lookup order, as stored (emails in lower case)."""
+    values = (external_id, email.lower() if email else None, phone)
     return [(name, value) for name, value in zip(IDENTITIES, values, strict=True) if value]
 
 
@@ -126,7 +122,7 @@ class LeadIndex:
     one-event `find_or_create` gives item by item, without a query."""
 
     locked: list[LeadRow]
-    by: dict[str, dict[str, LeadRow]] = field(default_factory=dict)
+    by: dict[str, dict[str, LeadRow]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.by = {name: {} for name in IDENTITIES}
@@ -173,14 +169,26 @@ def lock_leads_named(session: Session, leads: Sequence[LeadIn]) -> LeadIndex:
     ]
     if not conditions:
         return LeadIndex([])
-    statement = select(LeadRow).where(or_(*conditions)).order_by(col(LeadRow.id)).with_for_update()
-    return LeadIndex(list(session.execute(statement).scalars()))
+    return LeadIndex(lock_leads_where(session, or_(*conditions)))
 
 
 def _taken(session: Session, name: str, value: str, lead_id: str) -> bool:
     column = getattr(LeadRow, name)
     statement = select(func.count()).where(column == value, col(LeadRow.id) != lead_id)
     return bool(session.execute(statement).scalar_one())
+
+
+def lead_identity(row: LeadRow) -> LeadIn | None:
+    """The one identity `find_or_create` looks up first, so an event built with it finds
+    exactly this lead (the stored values were validated on the way in); None for an erased
+    lead, which hears nothing more."""
+    if row.erased:
+        return None
+    for name in IDENTITIES:
+        value = getattr(row, name)
+        if value:
+            return LeadIn.model_construct(**{name: value})
+    return None
 
 
 def lead_summary(row: LeadRow) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Table, bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 from sqlmodel import Session, SQLModel, col
 
@@ -65,15 +66,16 @@ def lock_lead(session: Session, lead_id: str) -> LeadRow | None:
 
 
 def lock_leads(session: Session, lead_ids: Iterable[str]) -> dict[str, LeadRow]:
-    """Several leads locked at once, in id order: two batches over the same leads queue up
-    behind each other instead of deadlocking."""
-    statement = (
-        select(LeadRow)
-        .where(col(LeadRow.id).in_(sorted(set(lead_ids))))
-        .order_by(col(LeadRow.id))
-        .with_for_update()
-    )
-    return {row.id: row for row in session.execute(statement).scalars()}
+    """Several leads locked at once, by id."""
+    locked = lock_leads_where(session, col(LeadRow.id).in_(sorted(set(lead_ids))))
+    return {row.id: row for row in locked}
+
+
+def lock_leads_where(session: Session, condition: ColumnElement[bool]) -> list[LeadRow]:
+    """The leads matching `condition`, locked in id order in one query: two batches over the
+    same leads queue up behind each other instead of deadlocking."""
+    statement = select(LeadRow).where(condition).order_by(col(LeadRow.id)).with_for_update()
+    return list(session.execute(statement).scalars())
 
 
 def load_world(session: Session, lead_row: LeadRow, now: datetime) -> Loaded:
@@ -84,7 +86,7 @@ def load_worlds(session: Session, lead_rows: Iterable[LeadRow], now: datetime) -
     """The worlds of several leads in three queries, whatever their number."""
     found: dict[str, Loaded] = {}
     for lead_row in lead_rows:
-        found[lead_row.id] = Loaded(LeadWorld(_lead(lead_row)), lead_row)
+        found[lead_row.id] = new_world(lead_row)
     if not found:
         return found
     ids = list(found)
@@ -143,12 +145,7 @@ def save_world(session: Session, loaded: Loaded, now: datetime) -> None:
         row = loaded.enrollment_rows.get(enrollment.id)
         if row is None:
             row = EnrollmentRow(
-                id=enrollment.id,
-                lead_id=loaded.lead_row.id,
-                sequence_id=enrollment.sequence_id,
-                enrolled_at=enrollment.enrolled_at,
-                anchor_at=enrollment.anchor_at,
-                version=enrollment.version,
+                **_enrollment_keys(loaded.lead_row.id, enrollment), version=enrollment.version
             )
             loaded.enrollment_rows[enrollment.id] = row
         _update_enrollment(row, enrollment)
@@ -284,21 +281,19 @@ def _table(model: type[SQLModel]) -> Table:
 
 
 def new_world(lead_row: LeadRow) -> Loaded:
-    """The world of a lead created in this transaction: nothing to load."""
+    """A lead's world before its enrollments and runs are added (`load_worlds`), or the whole
+    world of a lead created in this transaction: nothing to load."""
     return Loaded(LeadWorld(_lead(lead_row)), lead_row)
 
 
 def refresh_lead(loaded: Loaded) -> None:
     """Copy into the world what a merge may have changed on the lead row since it was loaded:
-    identities, names, attributes, consent (the engine changes none of them)."""
-    fresh, lead = _lead(loaded.lead_row), loaded.world.lead
-    lead.email, lead.phone, lead.external_id = fresh.email, fresh.phone, fresh.external_id
-    lead.first_name, lead.last_name, lead.timezone = (
-        fresh.first_name,
-        fresh.last_name,
-        fresh.timezone,
-    )
-    lead.attributes, lead.consent = fresh.attributes, fresh.consent
+    identities, names, attributes, consent (the engine changes none of them). Only those: a
+    batch does this per event, and rebuilding the whole lead would re-parse its score."""
+    row, lead = loaded.lead_row, loaded.world.lead
+    lead.email, lead.phone, lead.external_id = row.email, row.phone, row.external_id
+    lead.first_name, lead.last_name, lead.timezone = row.first_name, row.last_name, row.timezone
+    lead.attributes, lead.consent = dict(row.attributes), _consent(row.consent)
 
 
 def save_worlds(session: Session, worlds: Iterable[tuple[Loaded, datetime]]) -> None:
@@ -328,11 +323,7 @@ def save_worlds(session: Session, worlds: Iterable[tuple[Loaded, datetime]]) -> 
             values = _enrollment_values(enrollment)
             row = loaded.enrollment_rows.get(enrollment.id)
             if row is None:
-                new_enrollments.append(
-                    {"id": enrollment.id, "lead_id": lead_id,
-                     "sequence_id": enrollment.sequence_id, "enrolled_at": enrollment.enrolled_at,
-                     "anchor_at": enrollment.anchor_at, **values}
-                )  # fmt: skip
+                new_enrollments.append({**_enrollment_keys(lead_id, enrollment), **values})
             elif _changed(row, values):
                 changed_enrollments.append({"row_id": row.id, **values})
             for position, run in enumerate(enrollment.steps):
@@ -371,11 +362,11 @@ def _gather_run(
     if row is None:
         run.id = run.id or new_id()
         new.append(
-            {"id": run.id, "lead_id": loaded.lead_row.id,
-             "enrollment_id": enrollment.id if enrollment else None,
-             "sequence_id": enrollment.sequence_id if enrollment else "scoring",
-             "step_id": run.step_id, "kind": run.kind, **_run_values(run, None, position)}
-        )  # fmt: skip
+            {
+                **_run_keys(loaded.lead_row.id, run.id, run, enrollment),
+                **_run_values(run, None, position),
+            }
+        )
         return
     values = _run_values(run, row.status, position)
     if _changed(row, values):
@@ -400,7 +391,7 @@ def _lead(row: LeadRow) -> Lead:
         last_name=row.last_name,
         timezone=row.timezone,
         attributes=dict(row.attributes),
-        consent={k: bool(v.get("granted")) for k, v in row.consent.items()},
+        consent=_consent(row.consent),
         suppressions=dict(row.suppressions),
         score=ScoreState(
             entries=[
@@ -416,6 +407,10 @@ def _lead(row: LeadRow) -> Lead:
         last_inbound_whatsapp_at=row.last_inbound_whatsapp_at,
         pause=_pause(row.pause),
     )
+
+
+def _consent(data: dict[str, Any]) -> dict[str, bool]:
+    return {channel: bool(given.get("granted")) for channel, given in data.items()}
 
 
 def _pause(data: dict[str, Any] | None) -> Pause | None:
@@ -534,6 +529,17 @@ def event_data(event: Event | None) -> dict[str, Any] | None:
     }
 
 
+def _enrollment_keys(lead_id: str, enrollment: Enrollment) -> dict[str, Any]:
+    """The columns a new enrollment row is written with once and never changed."""
+    return {
+        "id": enrollment.id,
+        "lead_id": lead_id,
+        "sequence_id": enrollment.sequence_id,
+        "enrolled_at": enrollment.enrolled_at,
+        "anchor_at": enrollment.anchor_at,
+    }
+
+
 def _update_enrollment(row: EnrollmentRow, enrollment: Enrollment) -> None:
     for name, value in _enrollment_values(enrollment).items():
         setattr(row, name, value)
@@ -566,18 +572,26 @@ def _save_run(
         run.id = new_id()
     row = loaded.run_rows.get(run.id)
     if row is None:
-        row = StepRunRow(
-            id=run.id,
-            lead_id=loaded.lead_row.id,
-            enrollment_id=enrollment.id if enrollment else None,
-            sequence_id=enrollment.sequence_id if enrollment else "scoring",
-            step_id=run.step_id,
-            kind=run.kind,
-        )
+        row = StepRunRow(**_run_keys(loaded.lead_row.id, run.id, run, enrollment))
         loaded.run_rows[run.id] = row
     for name, value in _run_values(run, row.status, position).items():
         setattr(row, name, value)
     session.add(row)
+
+
+def _run_keys(
+    lead_id: str, run_id: str, run: StepRun, enrollment: Enrollment | None
+) -> dict[str, Any]:
+    """The columns a new step run row is written with once and never changed; a run outside
+    any enrollment (a scoring action) is filed under the sequence id "scoring"."""
+    return {
+        "id": run_id,
+        "lead_id": lead_id,
+        "enrollment_id": enrollment.id if enrollment else None,
+        "sequence_id": enrollment.sequence_id if enrollment else "scoring",
+        "step_id": run.step_id,
+        "kind": run.kind,
+    }
 
 
 def _run_values(run: StepRun, stored_status: str | None, position: int) -> dict[str, Any]:
