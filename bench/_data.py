@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel, col
 
 from worker.config import Settings
-from worker.ingest import ingest
-from worker.runtime import Runtime, build
-from worker.schemas import EventIn
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime, build
 from worker.store.db import transaction
 from worker.store.migrate import upgrade
 from worker.store.tables import (
@@ -36,7 +36,7 @@ from worker.store.tables import (
     StepRunRow,
     TimelineRow,
 )
-from worker.support import deploy
+from worker.support.service import deploy
 
 SEQUENCE = """\
 name: Bench

@@ -39,7 +39,7 @@ SOLO_WORKER = [
     "-c",
     # `nurture worker` with Celery's solo pool (the CLI always starts prefork): the same
     # app, the same tasks, one process
-    "from worker.runtime import current; from worker.tasks import app, worker_argv; "
+    "from worker.runtime.process import current; from worker.tasks import app, worker_argv; "
     "current(); app.worker_main(worker_argv(pool='solo'))",
 ]
 

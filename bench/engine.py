@@ -30,9 +30,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from worker.authoring.simulate import Simulation  # noqa: E402
+from worker.definitions.catalog import load_catalog  # noqa: E402
 from worker.engine.state import Event, Lead, LeadWorld  # noqa: E402
-from worker.simulate import Simulation  # noqa: E402
-from worker.spec.catalog import load_catalog  # noqa: E402
 
 START = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)
 ZONES = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC", "America/Sao_Paulo"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from standardwebhooks import Webhook
 
-from integrations.hubspot import http_error, utcnow
+from integrations.hubspot import http_error
 from integrations.ports import (
     CrmTaskRequest,
     PermanentError,
@@ -27,6 +27,7 @@ from integrations.ports import (
     SendResult,
     TemporaryError,
 )
+from worker.kit.clock import utcnow
 
 if TYPE_CHECKING:
     from worker.config import Settings

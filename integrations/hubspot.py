@@ -23,6 +23,7 @@ from integrations.ports import (
     SendResult,
     TemporaryError,
 )
+from worker.kit.clock import utcnow
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -34,10 +35,6 @@ NOTE_TO_CONTACT = 202
 TASK_TO_CONTACT = 204
 RETRIED_STATUSES = {401, 403, 408}
 """Temporary besides 429 and 5xx: a refused token is a setting to fix, not a change to drop."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def hubspot_time(at: datetime) -> str:

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from worker.kit.errors import NurtureError
+
 if TYPE_CHECKING:
     from worker.config import Settings
 
 
-class ImapError(Exception):
+class ImapError(NurtureError):
     """The server refused a command, or the connection failed."""
 
 

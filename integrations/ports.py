@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from worker.kit.errors import NurtureError
 
-class ProviderError(Exception):
+
+class ProviderError(NurtureError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
@@ -31,7 +33,7 @@ class RateLimited(TemporaryError):
         self.retry_after = retry_after
 
 
-class DeliveryUncertain(Exception):
+class DeliveryUncertain(NurtureError):
     """The provider may have accepted the message: the request went out and no answer came
     back (a timeout after SMTP's end of data, a dropped HTTP response). Neither retried nor
     failed: not a ProviderError on purpose, so the step stays handed over, the sweeper marks
@@ -111,6 +113,6 @@ class Crm(Protocol):
     def create_task(self, task: CrmTaskRequest) -> SendResult: ...
 
     def push(self, changes: list[dict[str, Any]]) -> PushResult:
-        """Tell the CRM `changes` (worker.crm_sync's JSON, in order per contact): raise
+        """Tell the CRM `changes` (worker.crm.service's JSON, in order per contact): raise
         TemporaryError when none were applied, name the contacts that failed otherwise."""
         ...

@@ -1,5 +1,5 @@
 """`python -m worker` is `nurture`."""
 
-from worker.cli import app
+from worker.cli.main import app
 
 app()

@@ -11,9 +11,9 @@ from pathlib import Path
 import uvicorn
 
 from worker.config import Settings
+from worker.kit.signing import secret
 from worker.store.db import database_url
 from worker.store.migrate import upgrade
-from worker.tokens import secret
 
 
 def prepare_home(config: Settings) -> str | None:

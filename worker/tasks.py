@@ -17,16 +17,13 @@ from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
 from worker.config import Settings, settings
-from worker.crm_sync import push_pending
-from worker.ingest import finish
-from worker.ratelimit import throttle
-from worker.runtime import CatalogError, Runtime, current
-from worker.sending import send_step, send_steps
+from worker.crm.service import push_pending
+from worker.runtime.process import CatalogError, Runtime, current
+from worker.sending.service import send_step, send_steps
 from worker.store.db import transaction
-from worker.store.leads import leads_to_wake
 from worker.store.steps import claim_due, in_flight, sweep
-from worker.store.worlds import load_world, lock_lead
-from worker.support import deploy, needs_deploy
+from worker.support.service import deploy, needs_deploy
+from worker.world.ticks import wake_due_leads
 
 log = logging.getLogger("nurture")
 LEAD_BATCH = 200
@@ -164,7 +161,7 @@ def crm_push() -> str:
     """Push the CRM outbox: batched, in order per contact; failures wait in the database."""
     found = runtime()
     pushed = push_pending(
-        found.database, found.crm, datetime.now(UTC), pace=lambda: throttle(found, "crm")
+        found.database, found.crm, datetime.now(UTC), pace=lambda: found.throttle("crm")
     )
     if pushed.deferred or pushed.failed:
         log.warning("CRM push: %d pushed, %d to retry, %d refused",
@@ -175,26 +172,14 @@ def crm_push() -> str:
 @app.task(name="leads.tick")
 def leads_tick() -> int:
     """What time alone does: pauses end, scores decay across a line, quiet spells begin."""
-    found = runtime()
-    now = datetime.now(UTC)
-    with transaction(found.database) as session:
-        ids = leads_to_wake(session, now, LEAD_BATCH)
-    for lead_id in ids:
-        with transaction(found.database) as session:
-            lead_row = lock_lead(session, lead_id)
-            if lead_row is None:
-                continue
-            loaded = load_world(session, lead_row, now)
-            outcome = found.engine.tick(loaded.world, now)
-            finish(session, found.engine, loaded, outcome, now)
-    return len(ids)
+    return wake_due_leads(runtime(), datetime.now(UTC), LEAD_BATCH)
 
 
 @app.task(name="inbox.poll")
 def inbox_poll() -> str:
     """Replies, bounces and complaints from the reply mailbox; safe to overlap itself."""
     from integrations.imap import ImapError
-    from worker.inbox import poll
+    from worker.inbox.service import poll
 
     try:
         return poll(runtime()).summary()

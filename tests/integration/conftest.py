@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from worker.config import Settings
-from worker.runtime import Runtime, build
+from worker.runtime.process import Runtime, build
 from worker.store.migrate import upgrade
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from tests.integration.conftest import make_runtime
 from worker.api.app import create_app
-from worker.runtime import Runtime
+from worker.runtime.process import Runtime
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, insert, text
 from tests.integration.conftest import Sink, fresh_database
 from tests.integration.processes import Cluster, cluster_env, wait_for
 from worker.config import Settings
-from worker.runtime import build
+from worker.runtime.process import build
 from worker.store.db import transaction
 from worker.store.migrate import upgrade
 from worker.store.steps import claim_due

@@ -28,14 +28,14 @@ from integrations.hubspot import CONTACTS, HubSpotCrm
 from integrations.ports import RateLimited
 from tests.integration.conftest import make_runtime
 from worker.api.app import create_app
-from worker.crm_sync import push_pending
-from worker.ingest import ingest
-from worker.runtime import Runtime
-from worker.schemas import EventIn
-from worker.sending import send_step
+from worker.crm.service import push_pending
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime
+from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
-from worker.support import lead_view
+from worker.support.service import lead_view
 
 pytestmark = pytest.mark.integration
 

@@ -24,15 +24,15 @@ from typer.testing import CliRunner
 
 from tests.integration.conftest import Sink, make_runtime
 from tests.integration.dovecot import Dovecot, Mailbox, dovecot
-from worker import inbox
 from worker.api.metrics import render
-from worker.cli import app as cli
+from worker.cli.main import app as cli
 from worker.config import settings
-from worker.inbox import Polled, poll
-from worker.ingest import ingest
-from worker.runtime import Runtime, build
-from worker.schemas import EventIn
-from worker.sending import send_step
+from worker.inbox import service as inbox
+from worker.inbox.service import Polled, poll
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime, build
+from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
 

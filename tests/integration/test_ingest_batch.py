@@ -18,7 +18,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from tests.integration.conftest import fresh_database, make_runtime
 from worker.api import events as events_api
 from worker.api.app import create_app
-from worker.runtime import Runtime
+from worker.runtime.process import Runtime
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.conftest import Sink, make_runtime
-from worker.diffing import diff
-from worker.ingest import ingest
-from worker.runtime import CatalogError, Runtime
-from worker.schemas import EventIn
-from worker.sending import send_step
+from worker.authoring.diff import diff
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import CatalogError, Runtime
+from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
-from worker.support import deploy, pause_lead, resume_lead, retire, set_switch
+from worker.support.service import deploy, pause_lead, resume_lead, retire, set_switch
 
 pytestmark = pytest.mark.integration
 

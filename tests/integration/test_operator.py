@@ -18,16 +18,16 @@ from sqlalchemy import select, text
 from sqlmodel import SQLModel
 
 from tests.integration.conftest import make_runtime
-from worker import tracking
 from worker.api import metrics, operator, public
 from worker.api.app import create_app
-from worker.cli_stats import stats_table
-from worker.runtime import Runtime
-from worker.sending import send_step
-from worker.stats import UnknownSequence
+from worker.cli.stats import stats_table
+from worker.kit.signing import unsubscribe_url
+from worker.runtime.process import Runtime
+from worker.sending import tracking
+from worker.sending.service import send_step
+from worker.stats.service import UnknownSequence
 from worker.store.db import transaction
 from worker.store.steps import claim_due
-from worker.tokens import unsubscribe_url
 
 pytestmark = pytest.mark.integration
 

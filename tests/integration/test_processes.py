@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, text
 from tests.integration.conftest import Sink, free_port, fresh_database
 from tests.integration.processes import Cluster, cluster_env, wait_for
 from worker.config import Settings
-from worker.ingest import ingest
-from worker.runtime import Runtime, build
-from worker.schemas import EventIn
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime, build
 from worker.store.db import transaction
 from worker.store.migrate import upgrade
 from worker.store.steps import claim_due

@@ -16,17 +16,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.integration.conftest import make_runtime
-from worker import tracking
 from worker.api import public
 from worker.api.app import create_app
-from worker.compose import Composed
-from worker.rendering import RenderedEmail
-from worker.runtime import Runtime
-from worker.sending import send_step
-from worker.spec.models import Tracking
+from worker.definitions.models import Tracking
+from worker.kit.signing import sign, unsubscribe_url
+from worker.rendering.templates import RenderedEmail
+from worker.runtime.process import Runtime
+from worker.sending import tracking
+from worker.sending.compose import Composed
+from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
-from worker.tokens import sign, unsubscribe_url
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.conftest import Sink, make_runtime
-from worker import sending
-from worker.ingest import ingest
-from worker.runtime import Runtime
-from worker.schemas import EventIn
-from worker.sending import send_step, send_steps
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime
+from worker.sending import service as sending
+from worker.sending.service import send_step, send_steps
 from worker.store.db import transaction
 from worker.store.steps import claim_due
 

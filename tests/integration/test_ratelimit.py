@@ -19,20 +19,19 @@ from integrations.ports import RateLimited, TemporaryError
 from tests.integration.conftest import make_runtime
 from worker.api.app import create_app
 from worker.config import Settings
-from worker.ingest import ingest
-from worker.ratelimit import (
+from worker.definitions.models import RateLimits
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime
+from worker.runtime.ratelimit import (
     Limiter,
     LocalLimiter,
     RedisLimiter,
     account,
     limiter_for,
     rate_of,
-    throttle,
 )
-from worker.runtime import Runtime
-from worker.schemas import EventIn
-from worker.sending import send_step, send_steps
-from worker.spec.models import RateLimits
+from worker.sending.service import send_step, send_steps
 from worker.store.db import transaction
 from worker.store.steps import claim_due
 
@@ -217,9 +216,10 @@ def test_a_batch_on_a_limited_channel_waits_for_each_slot_before_handing_that_st
         with runtime.database.connect() as connection:
             rows = connection.execute(text("SELECT status, count(*) FROM step_runs GROUP BY 1"))
             seen.append({str(row[0]): int(row[1]) for row in rows})
-        throttle(found, channel)
+        original(found, channel)
 
-    monkeypatch.setattr("worker.sending.throttle", watched)
+    original = Runtime.throttle
+    monkeypatch.setattr(Runtime, "throttle", watched)
     results = send_steps(runtime, due, lambda: now)
     assert list(results.values()) == ["sent"] * 4
     # a step waiting for its slot is only claimed, not handed over: a worker killed in the
@@ -248,7 +248,7 @@ def test_a_step_booked_beyond_the_longest_wait_goes_back_to_pending_without_an_a
     def booked(found: Runtime, channel: str) -> None:
         raise RateLimited("booked", code="rate_limited", retry_after=30.0)
 
-    monkeypatch.setattr("worker.sending.throttle", booked)
+    monkeypatch.setattr(Runtime, "throttle", booked)
     assert send_steps(runtime, [step], lambda: now)[step].startswith("retry at")
     with runtime.database.connect() as connection:
         status, attempts, due_at = connection.execute(

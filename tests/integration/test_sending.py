@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.conftest import Sink, make_runtime
-from worker.ingest import ingest
-from worker.runtime import Runtime, build
-from worker.schemas import EventIn
-from worker.sending import send_step
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime, build
+from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due, sweep
 

@@ -34,12 +34,12 @@ from tests.integration.smtp_servers import (
 )
 from worker.api.app import create_app
 from worker.config import Settings, settings
-from worker.mailing import mailto_token
-from worker.runtime import Runtime
-from worker.sending import send_step
+from worker.kit.signing import verify
+from worker.runtime.process import Runtime
+from worker.sending.email import mailto_token
+from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
-from worker.tokens import verify
 
 pytestmark = pytest.mark.integration
 
@@ -595,7 +595,7 @@ def test_preview_send_to_sends_through_the_configured_relay(
         monkeypatch.setenv(f"NURTURE_{name}", value)
     settings.cache_clear()
     try:
-        from worker.cli import app
+        from worker.cli.main import app
 
         result = CliRunner().invoke(
             app, ["preview", "welcome", "hello", "--send-to", "me@acme.example"]
@@ -627,7 +627,7 @@ def test_preview_send_to_sends_through_the_configured_relay(
 
 
 def test_the_mailto_unsubscribe_address_follows_the_settings() -> None:
-    from worker.mailing import list_unsubscribe, mailto_address
+    from worker.sending.email import list_unsubscribe, mailto_address
 
     # the inbox poller reads a mailbox, where unsubscribe mail arrives
     read = "imap.acme.example"

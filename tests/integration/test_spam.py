@@ -20,18 +20,18 @@ import pytest
 from integrations.ports import SendResult
 from integrations.smtp import SmtpSender
 from tests.integration.smtp_servers import RawSink, smtp_server
-from worker.compose import compose
 from worker.config import Settings
+from worker.definitions import models
+from worker.definitions.catalog import Catalog
 from worker.engine.checks import Go
 from worker.engine.schedule import channel_content, step_channel
-from worker.mailing import email_message
-from worker.rendering import sample_context
-from worker.runtime import load
-from worker.spec import models
-from worker.spec.catalog import Catalog
-from worker.store.worlds import new_id
-from worker.tokens import unsubscribe_url
-from worker.tracking import track
+from worker.kit.ids import new_id
+from worker.kit.signing import unsubscribe_url
+from worker.rendering.templates import sample_context
+from worker.runtime.process import load
+from worker.sending.compose import compose
+from worker.sending.email import email_message
+from worker.sending.tracking import track
 
 pytestmark = pytest.mark.integration
 

@@ -26,11 +26,11 @@ from typer.testing import CliRunner
 from integrations.twilio import TwilioSender
 from tests.integration.conftest import free_port, make_runtime
 from worker.api.app import create_app
-from worker.cli import app as cli
-from worker.ingest import ingest
-from worker.runtime import Runtime, build
-from worker.schemas import EventIn
-from worker.sending import MAX_ATTEMPTS, send_step
+from worker.cli.main import app as cli
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import ingest
+from worker.runtime.process import Runtime, build
+from worker.sending.service import MAX_ATTEMPTS, send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due, sweep
 from worker.store.tables import LeadRow, MessageRow, StepRunRow

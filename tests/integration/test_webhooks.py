@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from tests.integration.conftest import make_runtime
 from worker.api import webhooks
 from worker.api.app import create_app
-from worker.runtime import Runtime
+from worker.runtime.process import Runtime
 from worker.store.db import transaction
 from worker.store.tables import LeadRow, MessageRow
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from worker.authoring.simulate import simulate
+from worker.definitions.catalog import Catalog, load_catalog
 from worker.engine.state import Entry, Event, Lead
-from worker.simulate import simulate
-from worker.spec.catalog import Catalog, load_catalog
 
 EMAIL = (
     "---\nsubject: \"{{ step.id }} for {{ lead.first_name | default('you') }}\"\n---\n<p>Hi</p>\n"

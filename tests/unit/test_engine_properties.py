@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.conftest import EMAIL
+from worker.authoring.simulate import Simulation
+from worker.definitions.catalog import Catalog, load_catalog
 from worker.engine import timing
 from worker.engine.state import Entry, Event, Lead, LeadWorld, StepStatus
-from worker.simulate import Simulation
-from worker.spec.catalog import Catalog, load_catalog
 
 DRIP = """
 name: Drip

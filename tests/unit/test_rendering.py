@@ -1,4 +1,4 @@
-"""Unit tests for worker.rendering: templates, front matter, sandboxing, footers, SMS parts."""
+"""Unit tests for worker.rendering.templates: templates, front matter, sandboxing, footers, SMS parts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.rendering import (
+from worker.rendering.templates import (
     SUFFIX,
     RenderError,
     TemplateProblem,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from worker.cli import app
+from worker.cli.main import app
 
 GOOD = """\
 name: Welcome

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from worker.api import crm, events, leads, metrics, operator, public, webhooks
 from worker.api.deps import BodyLimit, install_error_handlers
-from worker.runtime import Runtime, current
+from worker.runtime.process import Runtime, current
 
 
 def create_app(runtime_factory: Callable[[], Runtime] = current) -> FastAPI:

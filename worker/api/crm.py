@@ -21,9 +21,11 @@ from standardwebhooks.exceptions import WebhookVerificationError
 from worker.api.deps import ErrorResponse, RuntimeDep, api_tokens, error_body, field_errors
 from worker.engine.core import Engine
 from worker.engine.state import Outcome
-from worker.runtime import Runtime
+from worker.kit.errors import NotFound
+from worker.runtime.process import Runtime
 from worker.store.worlds import Loaded
-from worker.support import NotFound, lead_id_by_email, with_lead
+from worker.support.service import lead_id_by_email
+from worker.world.unit import with_lead
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.runtime import Runtime
+from worker.runtime.process import Runtime
 
 MAX_BODY = 1024 * 1024
 

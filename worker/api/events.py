@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 
 from worker.api.deps import ERRORS, Authorized, RuntimeDep, error_body, field_errors
-from worker.ingest import Ingested, ingest, ingest_batch
-from worker.runtime import Runtime
-from worker.schemas import EventIn
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import Ingested, ingest, ingest_batch
+from worker.runtime.process import Runtime
 from worker.store.db import transaction
 
 router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["events"])

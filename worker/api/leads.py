@@ -12,12 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.api.deps import CONFLICT, ERRORS, NOT_FOUND, Authorized, RuntimeDep
 from worker.engine.state import Outcome
-from worker.ingest import finish
-from worker.schemas import AwareDatetime, LeadIn
+from worker.ingest.schemas import AwareDatetime, LeadIn
+from worker.kit.errors import NotFound
 from worker.store.db import transaction
 from worker.store.leads import find_leads, find_or_create
 from worker.store.worlds import load_world, lock_lead
-from worker.support import NotFound, exit_lead, lead_view, pause_lead, resume_lead
+from worker.support.service import exit_lead, lead_view, pause_lead, resume_lead
+from worker.world.unit import finish
 
 router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["support"])
 

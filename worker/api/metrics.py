@@ -25,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.runtime import Runtime
-from worker.store import inbox as inbox_store
-from worker.store import stats as store
+from worker.inbox import repository as inbox_store
+from worker.runtime.process import Runtime
+from worker.stats import repository as store
 from worker.store.db import transaction
 
 router = APIRouter(tags=["health"])

@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel
 
-from worker import privacy, stats
 from worker.api.deps import ERRORS, NOT_FOUND, Authorized, RuntimeDep
-from worker.support import NotFound
+from worker.kit.errors import NotFound
+from worker.stats import service as stats
+from worker.support import privacy
 
 router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["operator"])
 

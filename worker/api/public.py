@@ -24,14 +24,14 @@ from starlette.concurrency import run_in_threadpool
 
 from worker.api.deps import ERRORS, RuntimeDep
 from worker.api.events import apply
-from worker.engine.timing import utcnow
-from worker.runtime import Runtime
-from worker.schemas import EventIn, LeadIn
+from worker.ingest.schemas import EventIn, LeadIn
+from worker.kit.clock import utcnow
+from worker.kit.signing import verify
+from worker.runtime.process import Runtime
+from worker.sending.tracking import CLICK, OPEN, read_token
+from worker.stats.repository import lead_event_count
 from worker.store.db import transaction
-from worker.store.stats import lead_event_count
 from worker.store.tables import LeadRow, StepRunRow
-from worker.tokens import verify
-from worker.tracking import CLICK, OPEN, read_token
 
 router = APIRouter(tags=["public"])
 log = logging.getLogger(__name__)

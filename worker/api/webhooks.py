@@ -1,7 +1,7 @@
 """Webhooks (SPEC §4): forms, Shopify, Twilio status callbacks and inbound messages.
 
 Each route checks its signature over the raw body before it reads anything else (401, nothing
-written), maps the delivery with `worker.webhooks` and ingests it in one transaction, so a
+written), maps the delivery with `worker.ingest.webhooks` and ingests it in one transaction, so a
 repeated delivery changes nothing. No provider is called while the sender waits.
 """
 
@@ -22,17 +22,11 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 
 from worker.api.deps import ErrorResponse, RuntimeDep, error_body
 from worker.api.events import EventResult, apply, result_of
-from worker.crm_sync import record_message_status
+from worker.crm.service import record_message_status
 from worker.engine.core import Engine
-from worker.ingest import Ingested, ingest
-from worker.runtime import Runtime
-from worker.schemas import EventIn
-from worker.store.db import transaction
-from worker.store.leads import lead_identity
-from worker.store.messages import find_by_provider_id, set_status
-from worker.store.tables import LeadRow
-from worker.store.worlds import lock_lead
-from worker.webhooks import (
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import Ingested, ingest
+from worker.ingest.webhooks import (
     Ignored,
     Invalid,
     callback_status,
@@ -49,6 +43,12 @@ from worker.webhooks import (
     shopify_signature_ok,
     status_events,
 )
+from worker.runtime.process import Runtime
+from worker.store.db import transaction
+from worker.store.leads import lead_identity
+from worker.store.messages import find_by_provider_id, set_status
+from worker.store.tables import LeadRow
+from worker.store.worlds import lock_lead
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 T = TypeVar("T")

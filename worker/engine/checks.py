@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.definitions import models
 from worker.engine.state import Enrollment, Lead, StepStatus
-from worker.spec import models
 
 MESSAGE_CHANNELS = frozenset({"email", "sms", "whatsapp"})
 WHATSAPP_SESSION = timedelta(hours=24)

@@ -6,14 +6,15 @@ back as timeline entries and emitted events. No database, no broker, no network,
 from __future__ import annotations
 
 import itertools
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from worker.engine import checks, conditions, scoring, timing
+from worker.definitions import conditions, models
+from worker.definitions.catalog import Catalog, SequenceDef
+from worker.engine import checks, scoring, timing
 from worker.engine.checks import Decision, Finish, Go, Switches, Wait
 from worker.engine.schedule import (
     QUIET_CHANNELS,
@@ -36,8 +37,8 @@ from worker.engine.state import (
     StepRun,
     StepStatus,
 )
-from worker.spec import models
-from worker.spec.catalog import Catalog, SequenceDef
+from worker.kit.clock import zone
+from worker.kit.ids import new_id as kit_new_id
 
 SCORING = "scoring"
 NOT_ACTIVITY = frozenset(
@@ -62,11 +63,6 @@ def counter() -> Callable[[], str]:
     return lambda: f"e{next(numbers)}"
 
 
-def unique_id() -> str:
-    """Enrollment ids for the database: unique across processes and restarts."""
-    return secrets.token_hex(16)
-
-
 @dataclass(frozen=True)
 class Migration:
     """What a sequence change did to one enrollment in flight (for `nurture diff` too)."""
@@ -87,7 +83,7 @@ class Engine:
     ) -> None:
         self.catalog = catalog
         self.default_timezone = catalog.policy.default_timezone or default_timezone
-        self.new_id = new_id or unique_id
+        self.new_id = new_id or kit_new_id
         rules = catalog.scoring
         self.rules = (
             scoring.ScoringRules(
@@ -115,7 +111,7 @@ class Engine:
         }
 
     def recipient_tz(self, lead: Lead) -> ZoneInfo:
-        return timing.zone(lead.timezone) or ZoneInfo(self.default_timezone)
+        return zone(lead.timezone) or ZoneInfo(self.default_timezone)
 
     def schedule_tz(self, definition: SequenceDef | None, lead: Lead) -> ZoneInfo:
         if definition is None or definition.model.timezone == "lead":

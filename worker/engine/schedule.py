@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
+from worker.definitions import models
 from worker.engine import timing
 from worker.engine.timing import WindowRule
-from worker.spec import models
 
 WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 QUIET_CHANNELS = ("sms", "whatsapp")

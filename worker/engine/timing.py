@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from worker.spec.durations import Duration
+from worker.definitions.durations import Duration
 
 HORIZON_DAYS = 800
 _HOURS = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
@@ -27,25 +26,6 @@ class WindowRule:
     def __post_init__(self) -> None:
         if self.days is not None and not self.days <= frozenset(range(7)):
             raise ValueError(f"weekdays run from 0 (Monday) to 6 (Sunday), got {sorted(self.days)}")
-
-
-Clock = Callable[[], datetime]
-"""Where the shells read the time: `utcnow` in production, a fixed or moving one in tests."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def zone(name: str | None) -> ZoneInfo | None:
-    """The IANA zone of that name, or None; never raises (the tz database reads files, and a
-    long or odd name makes it fail with OSError rather than ZoneInfoNotFoundError)."""
-    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
 
 
 def to_utc(at: datetime) -> datetime:

@@ -13,9 +13,10 @@ from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Session, col
 
-from worker.schemas import LeadIn
+from worker.ingest.schemas import LeadIn
+from worker.kit.ids import new_id
 from worker.store.tables import EnrollmentRow, EventRow, LeadRow, MessageRow
-from worker.store.worlds import lock_leads_where, new_id
+from worker.store.worlds import lock_leads_where
 
 
 def find_lead(

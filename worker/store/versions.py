@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session
 
-from worker.spec.catalog import Catalog
+from worker.definitions.catalog import Catalog
 from worker.store.tables import SequenceVersionRow
 
 

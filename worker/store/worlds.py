@@ -7,7 +7,6 @@ engine never sees the database and the database never sees a half-decided state.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from worker.engine.state import (
     StepRun,
     StepStatus,
 )
+from worker.kit.ids import new_id
 from worker.store.tables import (
     EnrollmentRow,
     LeadRow,
@@ -43,10 +43,6 @@ from worker.store.tables import (
 CAP_HORIZON = timedelta(days=31)
 IN_FLIGHT = {"queued": StepStatus.PENDING, "claimed": StepStatus.PENDING}
 """Dispatch states the engine sees as pending: the send task re-checks them on claim."""
-
-
-def new_id() -> str:
-    return secrets.token_hex(16)  # a uuid4's randomness, a third of its cost
 
 
 @dataclass

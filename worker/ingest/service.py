@@ -1,0 +1,117 @@
+"""Events in: store the event (idempotent on its id), find or merge the lead, run the engine
+(scoring, exits, reactions, enrollments) and write every resulting step run — one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlmodel import Session
+
+from worker.engine.core import Engine
+from worker.ingest.schemas import EventIn
+from worker.store.events import find_by_keys, store_event
+from worker.store.leads import find_or_create, lock_leads_named
+from worker.store.worlds import (
+    Loaded,
+    deferred_writes,
+    load_world,
+    load_worlds,
+    lock_lead,
+    new_world,
+    refresh_lead,
+)
+from worker.world.unit import finish
+
+
+@dataclass(frozen=True)
+class Ingested:
+    event_id: str
+    lead_id: str
+    duplicate: bool = False
+    enrolled: list[str] = field(default_factory=list)
+    exited: list[str] = field(default_factory=list)
+
+
+def ingest(
+    session: Session, engine: Engine, event_in: EventIn, now: datetime, *, source: str = "api"
+) -> Ingested:
+    """The caller's transaction commits; a concurrent duplicate id fails on the unique key."""
+    if event_in.id is not None:
+        seen = find_by_keys(session, [event_in.id]).get(event_in.id)
+        if seen is not None:
+            return Ingested(*seen, duplicate=True)
+    lead_row = find_or_create(session, event_in.lead, now, source)
+    session.flush()
+    locked = lock_lead(session, lead_row.id)
+    assert locked is not None
+    applied = _decided_at(now)
+    loaded = load_world(session, locked, applied)
+    return _apply_one(session, engine, loaded, event_in, now, applied, source)
+
+
+def ingest_batch(
+    session: Session,
+    engine: Engine,
+    events_in: Sequence[EventIn],
+    now: datetime,
+    *,
+    source: str = "api",
+) -> list[Ingested]:
+    """`ingest` for many events in one transaction, with the same result item by item: in
+    order, a repeated id (stored or earlier in the batch) a duplicate of the first, each lead
+    found and merged as that item would find it, several events of one lead one after the
+    other; every event goes through `finish()` like a single one (CRM outbox included). Reads
+    and writes are set-based: one query for the ids, one locking the leads (in id order), three
+    loading their worlds, and at the end one COPY (PostgreSQL; executemany elsewhere) per new
+    table's rows and one executemany per table of changed rows."""
+    keys = [e.id for e in events_in if e.id is not None]
+    seen = find_by_keys(session, keys)
+    index = lock_leads_named(session, [e.lead for e in events_in])
+    applied = _decided_at(now)
+    worlds = load_worlds(session, index.locked, applied)
+    results: list[Ingested] = []
+    with deferred_writes(session):
+        for event_in in events_in:
+            if event_in.id is not None and event_in.id in seen:
+                event_id, lead_id = seen[event_in.id]
+                results.append(Ingested(event_id, lead_id, duplicate=True))
+                continue
+            lead_row = index.find_or_create(session, event_in.lead, now, source)
+            loaded = worlds.get(lead_row.id)
+            if loaded is None:
+                loaded = worlds[lead_row.id] = new_world(lead_row)
+            else:
+                refresh_lead(loaded)
+            result = _apply_one(session, engine, loaded, event_in, now, applied, source)
+            if event_in.id is not None:
+                seen[event_in.id] = (result.event_id, result.lead_id)
+            results.append(result)
+    return results
+
+
+def _decided_at(now: datetime) -> datetime:
+    """Decisions carry the time they were made under the lock, not when the request arrived:
+    an exit stamped before a claim that committed first would tell the story backwards."""
+    return max(now, datetime.now(UTC))
+
+
+def _apply_one(
+    session: Session,
+    engine: Engine,
+    loaded: Loaded,
+    event_in: EventIn,
+    now: datetime,
+    applied: datetime,
+    source: str,
+) -> Ingested:
+    """Store one event of a locked lead, run the engine on it and write what it decided."""
+    lead_id = loaded.lead_row.id
+    event = event_in.to_event(now)
+    event_id = store_event(session, lead_id, event, now, source, event_in.id)
+    outcome = engine.apply_event(loaded.world, event, applied)
+    enrolled, exited = list(outcome.enrolled), list(outcome.exited)
+    finish(session, engine, loaded, outcome, applied)
+    return Ingested(event_id, lead_id, enrolled=enrolled, exited=exited)

@@ -1,0 +1,81 @@
+"""A person's rights over their data: export all of it, or erase them (SPEC §5).
+
+Each is one transaction under the lead's lock, so no event, send or support action can
+interleave with half an erasure. Erasure ends the lead's active enrollments (reason `erased`)
+through the engine, as any exit would, then clears the person from every row while keeping
+the rows themselves: counts and funnels stay as they were.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.engine.state import Outcome
+from worker.kit.errors import NotFound
+from worker.runtime.process import Runtime
+from worker.store.db import transaction
+from worker.store.worlds import Loaded, load_world, lock_lead
+from worker.support import repository as store
+from worker.world.unit import finish
+
+ERASED_REASON = "erased"
+ID_LENGTH = 32
+
+
+def _lookup(lead_id: str) -> str:
+    """The id, or NotFound for one no lead can have (too long, a NUL byte PostgreSQL would
+    refuse with an error instead of an answer)."""
+    if len(lead_id) > ID_LENGTH or "\x00" in lead_id:
+        raise NotFound(f"no lead {lead_id[:ID_LENGTH]!r}")
+    return lead_id
+
+
+def erase(runtime: Runtime, lead_id: str) -> None:
+    """Forget the person behind `lead_id`; NotFound when there is no such lead. Erasing an
+    erased lead changes nothing more."""
+    with transaction(runtime.database) as session:
+        row = lock_lead(session, _lookup(lead_id))
+        if row is None:
+            raise NotFound(f"no lead {lead_id}")
+        now = datetime.now(UTC)
+        loaded = load_world(session, row, now)
+        finish(session, runtime.engine, loaded, _end_enrollments(runtime, loaded, now), now)
+        names = store.identities(row)
+        store.forget_lead(row, now)
+        session.flush()  # the bulk statements below run after every change above is written
+        store.scrub(session, lead_id, names, now)
+
+
+def _end_enrollments(runtime: Runtime, loaded: Loaded, now: datetime) -> Outcome:
+    outcome = Outcome()
+    for sequence_id in sorted({e.sequence_id for e in loaded.world.active()}):
+        outcome.extend(runtime.engine.exit(loaded.world, sequence_id, now, ERASED_REASON))
+    return outcome
+
+
+def export(runtime: Runtime, lead_id: str) -> dict[str, Any]:
+    """Every row held on the lead, as JSON: the lead, its events, its enrollments with their
+    steps, step runs outside an enrollment (scoring actions), messages with their bodies, the
+    timeline and the changes queued for the CRM."""
+    with transaction(runtime.database) as session:
+        # under the lock: a consistent picture, not one taken halfway through a send
+        row = lock_lead(session, _lookup(lead_id))
+        if row is None:
+            raise NotFound(f"no lead {lead_id}")
+        found = store.held(session, lead_id)
+        steps: dict[str | None, list[dict[str, Any]]] = {}
+        for run in found.step_runs:
+            steps.setdefault(run.enrollment_id, []).append(store.as_json(run))
+        return {
+            "exported_at": datetime.now(UTC).isoformat(),
+            "lead": store.as_json(row),
+            "events": [store.as_json(e) for e in found.events],
+            "enrollments": [
+                {**store.as_json(e), "steps": steps.get(e.id, [])} for e in found.enrollments
+            ],
+            "actions": steps.get(None, []),
+            "messages": [store.as_json(m) for m in found.messages],
+            "timeline": [store.as_json(t) for t in found.timeline],
+            "crm_changes": [store.as_json(c) for c in found.crm_changes],
+        }
