@@ -4,16 +4,19 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from pathlib import Path
 
 import uvicorn
 
-from worker.config import Settings
+from worker.config import Settings, settings
 from worker.kit.signing import secret
+from worker.runtime.process import build
 from worker.store.db import database_url
 from worker.store.migrate import upgrade
+from worker.support.service import deploy
 
 
 def prepare_home(config: Settings) -> str | None:
@@ -30,6 +33,19 @@ def prepare_home(config: Settings) -> str | None:
         token = path.read_text().strip()
     upgrade(database_url(config))
     return token
+
+
+def prepare_local(port: int) -> tuple[Settings, str | None]:
+    """`nurture run`: the settings of one process serving on 127.0.0.1:`port`, its home
+    prepared (`prepare_home`, whose token it returns) and the sequence files deployed.
+    Raises CatalogError when the files have problems."""
+    # links in messages (unsubscribe, tracking) must point at this server unless told otherwise
+    os.environ.setdefault("NURTURE_PUBLIC_URL", f"http://127.0.0.1:{port}")
+    settings.cache_clear()
+    config = settings()
+    token = prepare_home(config)
+    deploy(build(), reload=False)
+    return config, token
 
 
 def serve_api(host: str, port: int) -> uvicorn.Server:

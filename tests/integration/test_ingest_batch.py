@@ -16,8 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from tests.integration.conftest import fresh_database, make_runtime
-from worker.api import events as events_api
 from worker.api.app import create_app
+from worker.ingest import intake as events_api
 from worker.runtime.process import Runtime
 
 pytestmark = pytest.mark.integration

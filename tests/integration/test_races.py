@@ -18,7 +18,7 @@ from tests.integration.conftest import Sink, make_runtime
 from worker.ingest.schemas import EventIn
 from worker.ingest.service import ingest
 from worker.runtime.process import Runtime
-from worker.sending import service as sending
+from worker.sending import claim as claiming
 from worker.sending.service import send_step, send_steps
 from worker.store.db import transaction
 from worker.store.steps import claim_due
@@ -167,14 +167,14 @@ def test_a_step_that_breaks_its_batch_is_tried_alone_and_holds_nobody_back(
     while batch := claim(runtime):
         steps.extend(batch)
     poison = steps[3]
-    original = sending._compose
+    original = claiming._compose
 
     def broken(runtime: Runtime, loaded: Any, run: Any, go: Any, now: datetime) -> Any:
         if run.id == poison:
             raise RuntimeError("a bug in one step")
         return original(runtime, loaded, run, go, now)
 
-    monkeypatch.setattr(sending, "_compose", broken)
+    monkeypatch.setattr(claiming, "_compose", broken)
     results = send_steps(runtime, steps[:10])
     assert results[poison].startswith("error (a bug in one step")
     assert [results[step] for step in steps[:10] if step != poison] == ["sent"] * 9

@@ -27,7 +27,7 @@ from worker.engine.checks import Go
 from worker.engine.schedule import channel_content, step_channel
 from worker.kit.ids import new_id
 from worker.kit.signing import unsubscribe_url
-from worker.rendering.templates import sample_context
+from worker.rendering.samples import sample_context
 from worker.runtime.process import load
 from worker.sending.compose import compose
 from worker.sending.email import email_message

@@ -30,7 +30,8 @@ from worker.cli.main import app as cli
 from worker.ingest.schemas import EventIn
 from worker.ingest.service import ingest
 from worker.runtime.process import Runtime, build
-from worker.sending.service import MAX_ATTEMPTS, send_step
+from worker.sending.record import MAX_ATTEMPTS
+from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due, sweep
 from worker.store.tables import LeadRow, MessageRow, StepRunRow

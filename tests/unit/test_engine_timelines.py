@@ -15,10 +15,10 @@ import pytest
 from tests.unit.conftest import EMAIL, CatalogFactory, lead, sends, timeline, utc
 from worker.authoring.simulate import Simulation, timeline_order
 from worker.definitions.catalog import Catalog, load_catalog
-from worker.definitions.loader import Problem
 from worker.engine.checks import Finish, Go, Switches, Wait
 from worker.engine.core import Engine
 from worker.engine.state import Event, LeadWorld, StepStatus
+from worker.kit.problems import Problem
 
 BERLIN = "Europe/Berlin"
 

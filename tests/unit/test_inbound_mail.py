@@ -9,7 +9,8 @@ import pytest
 from pydantic import SecretStr
 
 from worker.config import Settings
-from worker.inbox.classify import Kind, classify, reply_address, step_run_of_address
+from worker.inbox.classify import Kind, classify
+from worker.sending.reply_tokens import reply_address, step_run_of_address
 from worker.tasks import make_app
 
 MAIL = Path(__file__).parents[1] / "integration" / "mail"

@@ -1,4 +1,4 @@
-"""Unit tests for worker.rendering.templates: templates, front matter, sandboxing, footers, SMS parts."""
+"""Unit tests for worker.rendering: templates, front matter, sandboxing, footers, SMS parts."""
 
 from __future__ import annotations
 
@@ -11,15 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.rendering.templates import (
-    SUFFIX,
-    RenderError,
-    TemplateProblem,
-    Templates,
-    render_preview,
-    sample_context,
-    sms_segments,
-)
+from worker.kit.problems import Problem
+from worker.rendering.errors import RenderError
+from worker.rendering.samples import render_preview, sample_context
+from worker.rendering.templates import SUFFIX, Templates
+from worker.rendering.text import sms_segments
 
 FIXTURES = Path(__file__).parent / "fixtures" / "templates"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -218,7 +214,7 @@ def test_templates_cannot_mutate_the_context(templates: Templates) -> None:
 
 
 def test_render_error_survives_pickling() -> None:
-    error = RenderError(TemplateProblem(Path("t/x.html.j2"), 3, 1, "boom"))
+    error = RenderError(Problem(Path("t/x.html.j2"), 3, 1, "boom"))
     copy = pickle.loads(pickle.dumps(error))
     assert copy.problem == error.problem
     assert str(copy) == "t/x.html.j2:3: boom"

@@ -18,14 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from standardwebhooks import Webhook
 from standardwebhooks.exceptions import WebhookVerificationError
 
-from worker.api.deps import ErrorResponse, RuntimeDep, api_tokens, error_body, field_errors
-from worker.engine.core import Engine
-from worker.engine.state import Outcome
+from worker.api.deps import ErrorResponse, RuntimeDep, api_tokens, error_body
 from worker.kit.errors import NotFound
-from worker.runtime.process import Runtime
-from worker.store.worlds import Loaded
-from worker.support.service import lead_id_by_email
-from worker.world.unit import with_lead
+from worker.kit.fields import field_errors, summary
+from worker.support.service import apply_crm_command, lead_id_by_email
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
@@ -102,11 +98,18 @@ def post_crm(body: VerifiedBody, runtime: RuntimeDep) -> JSONResponse:
         command = CrmCommand.model_validate_json(body or b"{}")
     except ValidationError as exc:
         fields = field_errors(exc.errors(), drop_prefix=())
-        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return JSONResponse(error_body(message, code="invalid", fields=fields), status_code=422)
+        invalid = error_body(summary(fields), code="invalid", fields=fields)
+        return JSONResponse(invalid, status_code=422)
     try:
         lead_id = command.lead_id or lead_id_by_email(runtime, str(command.email).strip().lower())
-        outcome = apply_command(runtime, lead_id, command)
+        outcome = apply_crm_command(
+            runtime,
+            lead_id,
+            command.action,
+            sequence=command.sequence,
+            reason=command.reason,
+            until=command.until,
+        )
     except NotFound as exc:
         return JSONResponse(error_body(str(exc), code="not_found"), status_code=404)
     changed = [
@@ -114,30 +117,3 @@ def post_crm(body: VerifiedBody, runtime: RuntimeDep) -> JSONResponse:
     ]
     result = CrmResult(lead_id=lead_id, action=command.action, changed=changed)
     return JSONResponse(result.model_dump())
-
-
-def apply_command(runtime: Runtime, lead_id: str, command: CrmCommand) -> Outcome:
-    """One transaction under the lead's lock; repeating a command changes nothing more."""
-
-    def act(engine: Engine, loaded: Loaded, now: datetime) -> Outcome:
-        world = loaded.world
-        if command.action == "pause":
-            if command.sequence is None and world.lead.pause is not None:
-                return Outcome()
-            return engine.pause(
-                world,
-                now,
-                sequence_id=command.sequence,
-                until=command.until,
-                reason=command.reason or "crm",
-                by="crm",
-            )
-        if command.action == "resume":
-            return engine.resume(world, now, sequence_id=command.sequence)
-        outcome = Outcome()
-        for sequence_id in sorted({e.sequence_id for e in world.active()}):
-            if command.sequence in (None, sequence_id):
-                outcome.extend(engine.exit(world, sequence_id, now, command.reason or "crm"))
-        return outcome
-
-    return with_lead(runtime, lead_id, act)

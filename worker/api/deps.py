@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker.kit.fields import field_errors, summary
 from worker.runtime.process import Runtime
 
 MAX_BODY = 1024 * 1024
@@ -89,24 +90,12 @@ def error_body(message: str, *, code: str, fields: list[dict[str, str]] | None =
     return {"error": body}
 
 
-def field_errors(errors: Any, drop_prefix: tuple[str, ...] = ("body",)) -> list[dict[str, str]]:
-    """pydantic errors as [{field: "lead.email", message: …}]."""
-    found = []
-    for error in errors:
-        loc = [str(p) for p in error.get("loc", ())]
-        while loc and loc[0] in drop_prefix:
-            loc = loc[1:]
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        found.append({"field": ".".join(loc) or "body", "message": message})
-    return found
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = field_errors(exc.errors())
-        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return JSONResponse(error_body(summary, code="invalid", fields=fields), status_code=422)
+        body = error_body(summary(fields), code="invalid", fields=fields)
+        return JSONResponse(body, status_code=422)
 
     # Starlette's class, so errors FastAPI raises itself (a body it cannot parse) look alike
     @app.exception_handler(StarletteHTTPException)

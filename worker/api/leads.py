@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -13,12 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from worker.api.deps import CONFLICT, ERRORS, NOT_FOUND, Authorized, RuntimeDep
 from worker.engine.state import Outcome
 from worker.ingest.schemas import AwareDatetime, LeadIn
-from worker.kit.errors import NotFound
+from worker.kit.errors import Conflict, NotFound
 from worker.store.db import transaction
-from worker.store.leads import find_leads, find_or_create
-from worker.store.worlds import load_world, lock_lead
-from worker.support.service import exit_lead, lead_view, pause_lead, resume_lead
-from worker.world.unit import finish
+from worker.store.leads import find_leads
+from worker.support.service import enroll_lead, exit_lead, lead_view, pause_lead, resume_lead
 
 router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["support"])
 
@@ -152,21 +149,10 @@ def exit_sequence(lead_id: str, request: ExitRequest, runtime: RuntimeDep) -> di
 )
 def enroll(request: EnrollRequest, runtime: RuntimeDep) -> JSONResponse:
     """Enroll a lead by hand (created when new); 409 when already active in the sequence."""
-    definition = runtime.catalog.sequence(request.sequence)
-    if definition is None:
-        raise HTTPException(404, detail=f"no sequence {request.sequence}")
-    now = datetime.now(UTC)
-    with transaction(runtime.database) as session:
-        row = find_or_create(session, request.lead, now, "api")
-        session.flush()
-        locked = lock_lead(session, row.id)
-        assert locked is not None
-        loaded = load_world(session, locked, now)
-        outcome = Outcome()
-        found = runtime.engine.enroll(
-            loaded.world, definition, None, now, outcome=outcome, manual=True
-        )
-        if found is None:
-            raise HTTPException(409, detail=f"already enrolled in {request.sequence}")
-        finish(session, runtime.engine, loaded, outcome, now)
-    return JSONResponse(_done(row.id, outcome), status_code=201)
+    try:
+        lead_id, outcome = enroll_lead(runtime, request.lead, request.sequence)
+    except NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    return JSONResponse(_done(lead_id, outcome), status_code=201)

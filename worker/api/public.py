@@ -4,7 +4,7 @@ or altered one gets a 404 and writes nothing.
 
 Unsubscribe follows RFC 8058: GET only shows a page (link scanners fetch links), POST
 unsubscribes — the page's button, or a mail client's one-click `List-Unsubscribe=One-Click`.
-Changes go through `worker.api.events.apply` like any event (`unsubscribed` / `resubscribed`
+Changes go through `worker.ingest.intake.apply` like any event (`unsubscribed` / `resubscribed`
 with `properties.channel`), each with an idempotency key numbered by the lead's earlier
 changes: a repeated or concurrent POST is a duplicate, a later change of mind is not.
 """
@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from worker.api.deps import ERRORS, RuntimeDep
-from worker.api.events import apply
+from worker.ingest.intake import apply
 from worker.ingest.schemas import EventIn, LeadIn
 from worker.kit.clock import utcnow
 from worker.kit.signing import verify

@@ -1,57 +1,33 @@
 """Webhooks (SPEC §4): forms, Shopify, Twilio status callbacks and inbound messages.
 
 Each route checks its signature over the raw body before it reads anything else (401, nothing
-written), maps the delivery with `worker.ingest.webhooks` and ingests it in one transaction, so a
-repeated delivery changes nothing. No provider is called while the sender waits.
+written), maps the delivery with `worker.ingest.sources` and records it in one transaction
+(`worker.ingest.intake`, `worker.ingest.texts`), so a repeated delivery changes nothing. No
+provider is called while the sender waits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from worker.api.deps import ErrorResponse, RuntimeDep, error_body
-from worker.api.events import EventResult, apply, result_of
-from worker.crm.service import record_message_status
-from worker.engine.core import Engine
-from worker.ingest.schemas import EventIn
-from worker.ingest.service import Ingested, ingest
-from worker.ingest.webhooks import (
-    Ignored,
-    Invalid,
-    callback_status,
-    form_event,
-    form_fields,
-    form_pairs,
-    form_signature_ok,
-    inbound_event,
-    invalid,
-    json_object,
-    moves_forward,
-    required,
-    shopify_event,
-    shopify_signature_ok,
-    status_events,
-)
-from worker.runtime.process import Runtime
-from worker.store.db import transaction
-from worker.store.leads import lead_identity
-from worker.store.messages import find_by_provider_id, set_status
-from worker.store.tables import LeadRow
-from worker.store.worlds import lock_lead
+from worker.api.events import EventResult, accepted
+from worker.ingest.intake import apply
+from worker.ingest.sources.common import Ignored, Invalid, form_pairs, invalid, json_object
+from worker.ingest.sources.forms import form_event, form_fields, form_signature_ok
+from worker.ingest.sources.shopify import shopify_event, shopify_signature_ok
+from worker.ingest.sources.twilio import callback_status, inbound_event, required
+from worker.ingest.texts import record_inbound, record_status
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-T = TypeVar("T")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 FORM_NAME = r"^[A-Za-z0-9_.-]{1,100}$"
 
@@ -124,24 +100,6 @@ def _invalid(exc: Invalid) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status)
 
 
-def _accepted(found: Ingested) -> JSONResponse:
-    """The answer POST /v1/events gives: 202, or 200 for a delivery already recorded."""
-    return JSONResponse(result_of(found).model_dump(), status_code=200 if found.duplicate else 202)
-
-
-def _atomically(runtime: Runtime, work: Callable[[Session, datetime], T]) -> T:
-    """One transaction, retried like `apply`: a concurrent insert of the same new lead or
-    event id loses on a unique key, and the retry then finds what the winner wrote."""
-    for attempt in range(3):
-        try:
-            with transaction(runtime.database) as session:
-                return work(session, datetime.now(UTC))
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError  # pragma: no cover
-
-
 # -- forms ------------------------------------------------------------------------------------
 
 
@@ -173,7 +131,7 @@ def post_form(
         event = form_event(form, fields, request.headers.get("X-Nurture-Delivery"))
     except Invalid as exc:
         return _invalid(exc)
-    return _accepted(apply(runtime, event, source="form"))
+    return accepted(apply(runtime, event, source="form"))
 
 
 # -- Shopify ----------------------------------------------------------------------------------
@@ -210,7 +168,7 @@ def post_shopify(request: Request, body: RawBody, runtime: RuntimeDep) -> JSONRe
         # Shopify counts any answer but a 2xx as a failure and retries it (8 times over
         # 4 hours, then it may drop the subscription): what we ignore on purpose is a 200
         return JSONResponse({"ignored": found.reason}, status_code=200)
-    return _accepted(apply(runtime, found, source="shopify"))
+    return accepted(apply(runtime, found, source="shopify"))
 
 
 def _header(request: Request, name: str) -> str:
@@ -261,46 +219,8 @@ def twilio_status(params: TwilioParams, runtime: RuntimeDep) -> JSONResponse:
         status = callback_status(params)
     except Invalid as exc:
         return _invalid(exc)
-    result = _atomically(
-        runtime,
-        lambda session, now: _record_status(
-            runtime.engine, session, now, params, message_sid, status
-        ),
-    )
-    return JSONResponse(result.model_dump())
-
-
-def _record_status(
-    engine: Engine,
-    session: Session,
-    now: datetime,
-    params: Mapping[str, str],
-    message_sid: str,
-    status: str,
-) -> StatusResult:
-    found = find_by_provider_id(session, message_sid)
-    if found is None:
-        return StatusResult(message_sid=message_sid, status=None, changed=False)
-    # the lead's lock serializes this with other callbacks and sends for the same lead; the
-    # message is then re-read, so two callbacks racing cannot both think they moved it
-    lead_row = lock_lead(session, found.lead_id)
-    message = find_by_provider_id(session, message_sid, lock=True)
-    assert message is not None
-    current = message.status
-    if not moves_forward(current, status):
-        return StatusResult(message_sid=message_sid, status=current, changed=False)
-    set_status(session, message, status, now)
-    record_message_status(session, lead_row, message, status, now)
-    emitted = []
-    identity = lead_identity(lead_row) if lead_row is not None else None
-    for key, kind, properties in status_events(
-        message_sid, current, status, params, message.channel
-    ):
-        if identity is not None:  # an erased lead keeps no identity and hears nothing more
-            event = EventIn(id=key, type=kind, lead=identity, properties=properties)
-            if not ingest(session, engine, event, now, source="twilio").duplicate:
-                emitted.append(kind)
-    return StatusResult(message_sid=message_sid, status=status, changed=True, events=emitted)
+    recorded = record_status(runtime, params, message_sid, status)
+    return JSONResponse(StatusResult.model_validate(recorded, from_attributes=True).model_dump())
 
 
 @router.post(
@@ -322,23 +242,5 @@ def twilio_inbound(params: TwilioParams, runtime: RuntimeDep) -> Response:
         inbound = inbound_event(params)
     except Invalid as exc:
         return _invalid(exc)
-
-    def record(session: Session, now: datetime) -> Ingested:
-        found = ingest(session, runtime.engine, inbound.event, now, source="twilio")
-        if inbound.channel == "whatsapp" and not found.duplicate:
-            _opened_whatsapp_session(session, found.lead_id, now)
-        return found
-
-    _atomically(runtime, record)
+    record_inbound(runtime, inbound)
     return Response(EMPTY_TWIML, media_type="text/xml")
-
-
-def _opened_whatsapp_session(session: Session, lead_id: str, now: datetime) -> None:
-    """The lead's last WhatsApp message opens the 24-hour window for free-form replies; it is
-    written in the ingest's transaction, on the lead row ingest already holds locked."""
-    row = session.get(LeadRow, lead_id)
-    if row is None:  # pragma: no cover - ingest has just written it
-        return
-    if row.last_inbound_whatsapp_at is None or row.last_inbound_whatsapp_at < now:
-        row.last_inbound_whatsapp_at = now
-        session.add(row)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from worker.definitions.catalog import Catalog, SequenceDef, load_catalog
-from worker.engine.core import Engine, Migration
+from worker.engine.core import Engine
+from worker.engine.migration import Migration
 from worker.kit.errors import NurtureError
 from worker.runtime.process import Runtime
 from worker.store.db import transaction

@@ -14,7 +14,8 @@ from worker.definitions.catalog import Catalog, SequenceDef
 from worker.engine.checks import Go
 from worker.engine.schedule import channel_content, step_channel
 from worker.kit.signing import unsubscribe_url
-from worker.rendering.templates import RenderError, render_preview, sample_context
+from worker.rendering.errors import RenderError
+from worker.rendering.samples import render_preview, sample_context
 from worker.sending.compose import Composed, compose
 from worker.sending.email import email_message
 

@@ -22,11 +22,12 @@ from worker.definitions.catalog import Catalog
 from worker.definitions.durations import parse_duration
 from worker.engine import timing
 from worker.engine.checks import Finish, Go, Switches, Wait
-from worker.engine.core import Engine, Migration, counter
+from worker.engine.core import Engine, counter
+from worker.engine.migration import Migration
 from worker.engine.state import Entry, Event, Lead, LeadWorld, Outcome, StepRun, StepStatus
 from worker.ingest.schemas import EventTypeName, LeadIn
 from worker.kit.errors import InvalidInput
-from worker.rendering.templates import RenderError
+from worker.rendering.errors import RenderError
 from worker.sending.compose import compose, context
 
 SAMPLE_UNSUBSCRIBE = "https://example.com/u/simulated"

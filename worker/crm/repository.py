@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
+from worker.store.deferred import deferred
 from worker.store.steps import db_time
 from worker.store.switches import write_switch
 from worker.store.tables import CrmChangeRow, SwitchRow
-from worker.store.worlds import deferred
 
 HOLD = "crm:hold_until"
 """A switches row: when the whole CRM failed, nothing is tried before this time."""

@@ -14,7 +14,6 @@ the latest state (HubSpot's upsert) takes the last change of each contact.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from worker.crm import repository as store
 from worker.engine import scoring
 from worker.engine.core import Engine
 from worker.engine.state import Entry, LeadWorld, Outcome
+from worker.kit.backoff import backoff
 from worker.store.db import transaction
 from worker.store.tables import LeadRow, MessageRow, StepRunRow
 
@@ -352,11 +352,9 @@ def _record(
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
-    """Retry-After when the CRM gave one; else 5 s, 10 s, 20 s … up to 5 minutes, jittered."""
-    if retry_after is not None:
-        return timedelta(seconds=max(1.0, retry_after))
-    base = min(LONGEST_RETRY, FIRST_RETRY * 2**attempts)
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+    """Retry-After when the CRM gave one; else 5 s, 10 s, 20 s … up to 5 minutes, jittered.
+    `attempts` counts the tries before this one, so this failure is the `attempts + 1`th."""
+    return backoff(attempts + 1, first=FIRST_RETRY, longest=LONGEST_RETRY, retry_after=retry_after)
 
 
 def _error(exc: Exception) -> str:

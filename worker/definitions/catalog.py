@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, TemplateSyntaxError
 
 from worker.definitions import models
-from worker.definitions.loader import Located, Problem, build, parse_yaml
+from worker.definitions.loader import Located, build, parse_yaml
 from worker.definitions.models import Policy, Scoring, Sequence
-from worker.rendering.templates import RenderError, Templates, sample_context, sms_segments
+from worker.kit.problems import Problem
+from worker.rendering.errors import RenderError
+from worker.rendering.samples import sample_context
+from worker.rendering.templates import Templates
+from worker.rendering.text import sms_segments
 
 KINDS: dict[str, type[Sequence] | type[Scoring] | type[Policy]] = {
     "sequence": Sequence,
@@ -72,7 +76,7 @@ def load_catalog(
     root = display_root or Path.cwd()
     problems: list[Problem] = []
     if not sequences_dir.is_dir():
-        return Catalog(), [Problem(str(sequences_dir), 1, 1, "no such folder of sequences")]
+        return Catalog(), [Problem(sequences_dir, 1, 1, "no such folder of sequences")]
     templates = Templates(templates_dir)
     sequences: dict[str, SequenceDef] = {}
     located_by_id: dict[str, Located] = {}
@@ -98,7 +102,7 @@ def load_catalog(
             if not models.SEQUENCE_ID.match(sequence_id):
                 problems.append(
                     Problem(
-                        display,
+                        Path(display),
                         1,
                         1,
                         f"file name {path.name!r} is not a sequence id: rename it with lower-case "
@@ -300,9 +304,7 @@ def _check_templates(uses: Iterator[Use], templates: Templates, root: Path) -> I
         checked.add((channel, name))
         found = templates.check(channel, name)  # type: ignore[arg-type]
         for problem in found:
-            yield Problem(
-                _display(problem.path, root), problem.line, problem.column, problem.message
-            )
+            yield replace(problem, path=Path(_display(problem.path, root)))
         if channel == "sms" and not found:
             yield from _check_sms_length(templates, name, located, loc, root)
 

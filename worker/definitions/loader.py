@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import io
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,19 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from worker.definitions import models
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One thing wrong in one file, at a 1-based line and column."""
-
-    path: str
-    line: int
-    column: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+from worker.kit.problems import Problem
 
 
 class Located:
@@ -64,7 +51,7 @@ class Located:
 
     def problem(self, loc: Sequence[str | int], message: str, *, key: bool = False) -> Problem:
         line, column = self.where(loc, key=key)
-        return Problem(self.path, line, column, message)
+        return Problem(Path(self.path), line, column, message)
 
 
 def _known_keys() -> set[str]:
@@ -200,12 +187,13 @@ def _stray_keys(located: Located, loc: Sequence[str | int]) -> str:
 
 def parse_yaml(path: Path, display: str) -> tuple[Located | None, list[Problem]]:
     """Parse one file; a syntax error becomes a located Problem."""
+    where = Path(display)
     yaml = YAML(typ="rt")
     yaml.version = (1, 2)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(display, 1, 1, f"cannot read the file: {exc}")]
+        return None, [Problem(where, 1, 1, f"cannot read the file: {exc}")]
     try:
         documents = list(yaml.load_all(io.StringIO(text)))
     except MarkedYAMLError as exc:
@@ -219,17 +207,17 @@ def parse_yaml(path: Path, display: str) -> tuple[Located | None, list[Problem]]
             hint = "; each key may appear once in a mapping"
         elif "mapping values are not allowed" in what:
             hint = "; a value with ': ' in it needs quotes"
-        return None, [Problem(display, line, column, f"YAML syntax: {what}{hint}")]
+        return None, [Problem(where, line, column, f"YAML syntax: {what}{hint}")]
     except YAMLError as exc:
-        return None, [Problem(display, 1, 1, f"YAML syntax: {exc}")]
+        return None, [Problem(where, 1, 1, f"YAML syntax: {exc}")]
     documents = [d for d in documents if d is not None]
     if not documents:
-        return None, [Problem(display, 1, 1, "the file is empty")]
+        return None, [Problem(where, 1, 1, "the file is empty")]
     if len(documents) > 1:
-        return None, [Problem(display, 1, 1, "one document per file: split it at the '---'")]
+        return None, [Problem(where, 1, 1, "one document per file: split it at the '---'")]
     tree = documents[0]
     if not isinstance(tree, CommentedMap):
-        return None, [Problem(display, 1, 1, "expected a mapping of keys (name:, steps: …)")]
+        return None, [Problem(where, 1, 1, "expected a mapping of keys (name:, steps: …)")]
     return Located(display, tree), []
 
 

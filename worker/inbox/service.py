@@ -23,7 +23,8 @@ from sqlmodel import Session
 
 from integrations.imap import ImapMailbox, ImapSettings, settings_from
 from worker.inbox import repository as store
-from worker.inbox.classify import Inbound, Kind, classify, step_run_of_address
+from worker.inbox.classify import Inbound, Kind, classify
+from worker.ingest.repository import lead_identity
 from worker.ingest.schemas import EventIn
 from worker.ingest.service import ingest
 from worker.kit.clock import Clock, utcnow
@@ -31,8 +32,9 @@ from worker.kit.errors import NotConfigured
 from worker.kit.signing import verify
 from worker.runtime.process import Runtime
 from worker.sending.email import mailto_token
+from worker.sending.reply_tokens import step_run_of_address
 from worker.store.db import transaction
-from worker.store.leads import find_lead, lead_identity
+from worker.store.leads import find_lead
 from worker.store.tables import LeadRow, StepRunRow
 
 log = logging.getLogger("nurture.inbox")

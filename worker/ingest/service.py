@@ -11,18 +11,12 @@ from datetime import UTC, datetime
 from sqlmodel import Session
 
 from worker.engine.core import Engine
+from worker.ingest.repository import find_or_create, lock_leads_named
 from worker.ingest.schemas import EventIn
 from worker.store.events import find_by_keys, store_event
-from worker.store.leads import find_or_create, lock_leads_named
-from worker.store.worlds import (
-    Loaded,
-    deferred_writes,
-    load_world,
-    load_worlds,
-    lock_lead,
-    new_world,
-    refresh_lead,
-)
+from worker.store.locks import lock_lead
+from worker.store.world_writes import deferred_writes
+from worker.store.worlds import Loaded, load_world, load_worlds, new_world, refresh_lead
 from worker.world.unit import finish
 
 

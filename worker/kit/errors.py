@@ -18,3 +18,8 @@ class InvalidInput(NurtureError, ValueError):
 
 class NotConfigured(NurtureError):
     """A feature whose settings are missing (e.g. no reply mailbox to read)."""
+
+
+class Conflict(NurtureError):
+    """An action the lead's current state refuses, like enrolling it where it is already
+    active (HTTP 409)."""

@@ -17,9 +17,9 @@ from sqlalchemy import Engine as Database
 from integrations.ports import Crm, EmailSender, TextSender
 from worker.config import Settings, settings
 from worker.definitions.catalog import Catalog, load_catalog, sequence_files
-from worker.definitions.loader import Problem
 from worker.engine.core import Engine
 from worker.kit.errors import NurtureError
+from worker.kit.problems import Problem
 from worker.runtime.providers import providers
 from worker.runtime.ratelimit import Limiter, account, limiter_for, rate_of
 from worker.store.db import database_url, engine_for

@@ -53,7 +53,7 @@ def context(
 def compose(
     templates: Templates, go: Go, values: dict[str, Any], *, derive_text: bool = True
 ) -> Composed:
-    """Render every part before anything is sent; raises rendering.RenderError."""
+    """Render every part before anything is sent; raises rendering.errors.RenderError."""
     content = go.content
     if go.channel == "email" and isinstance(content, str):
         email = templates.render_email(content, values, derive_text=derive_text)

@@ -15,9 +15,9 @@ from urllib.parse import quote
 from integrations.mime import domain_of
 from integrations.ports import EmailMessage
 from worker.config import Settings
-from worker.inbox.classify import reply_address
 from worker.kit.signing import unsubscribe_token, unsubscribe_url
 from worker.sending.compose import Composed
+from worker.sending.reply_tokens import reply_address
 
 MAILTO_SUBJECT = "unsubscribe"
 _MAILTO_TOKEN = re.compile(rf"\b{MAILTO_SUBJECT}\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")

@@ -11,8 +11,8 @@ from sqlmodel import Session, col
 
 from worker.engine.state import Event
 from worker.kit.ids import new_id
+from worker.store.deferred import deferred
 from worker.store.tables import EventRow
-from worker.store.worlds import deferred
 
 
 def find_by_keys(session: Session, idempotency_keys: Iterable[str]) -> dict[str, tuple[str, str]]:

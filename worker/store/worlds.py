@@ -1,28 +1,23 @@
-"""Load a lead's world (lead, enrollments, step runs) under a lock, and write it back.
+"""Load a lead's world (lead, enrollments, step runs) from its rows, one lead or many at once.
 
-The engine works on dataclasses; this module is the only place that maps them to rows, so the
-engine never sees the database and the database never sees a half-decided state.
+The engine works on dataclasses; this module and `world_writes` are the only places that map
+them to rows, so the engine never sees the database and the database never sees a half-decided
+state.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, Table, bindparam, insert, inspect, select, update
-from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
-from sqlmodel import Session, SQLModel, col
+from sqlalchemy import select
+from sqlmodel import Session, col
 
 from worker.engine.scoring import ScoreEntry, ScoreState
 from worker.engine.state import (
     Enrollment,
-    Entry,
     Event,
     Lead,
     LeadWorld,
@@ -30,15 +25,7 @@ from worker.engine.state import (
     StepRun,
     StepStatus,
 )
-from worker.kit.ids import new_id
-from worker.store.tables import (
-    EnrollmentRow,
-    LeadRow,
-    MessageRow,
-    StepRunRow,
-    TimelineRow,
-    UTCDateTime,
-)
+from worker.store.tables import EnrollmentRow, LeadRow, MessageRow, StepRunRow
 
 CAP_HORIZON = timedelta(days=31)
 IN_FLIGHT = {"queued": StepStatus.PENDING, "claimed": StepStatus.PENDING}
@@ -53,25 +40,6 @@ class Loaded:
     lead_row: LeadRow
     enrollment_rows: dict[str, EnrollmentRow] = field(default_factory=dict)
     run_rows: dict[str, StepRunRow] = field(default_factory=dict)
-
-
-def lock_lead(session: Session, lead_id: str) -> LeadRow | None:
-    """The lead row, locked for this transaction: every change to a lead is serialized."""
-    statement = select(LeadRow).where(col(LeadRow.id) == lead_id).with_for_update()
-    return session.execute(statement).scalar_one_or_none()
-
-
-def lock_leads(session: Session, lead_ids: Iterable[str]) -> dict[str, LeadRow]:
-    """Several leads locked at once, by id."""
-    locked = lock_leads_where(session, col(LeadRow.id).in_(sorted(set(lead_ids))))
-    return {row.id: row for row in locked}
-
-
-def lock_leads_where(session: Session, condition: ColumnElement[bool]) -> list[LeadRow]:
-    """The leads matching `condition`, locked in id order in one query: two batches over the
-    same leads queue up behind each other instead of deadlocking."""
-    statement = select(LeadRow).where(condition).order_by(col(LeadRow.id)).with_for_update()
-    return list(session.execute(statement).scalars())
 
 
 def load_world(session: Session, lead_row: LeadRow, now: datetime) -> Loaded:
@@ -129,153 +97,6 @@ def load_worlds(session: Session, lead_rows: Iterable[LeadRow], now: datetime) -
     return found
 
 
-def save_world(session: Session, loaded: Loaded, now: datetime) -> None:
-    """Write the world back: changed rows updated, new enrollments and runs inserted."""
-    writes = deferred(session)
-    if writes is not None:
-        writes.worlds[loaded.lead_row.id] = (loaded, now)
-        return
-    _update_lead(loaded.lead_row, loaded.world.lead, now)
-    session.add(loaded.lead_row)
-    for enrollment in loaded.world.enrollments:
-        row = loaded.enrollment_rows.get(enrollment.id)
-        if row is None:
-            row = EnrollmentRow(
-                **_enrollment_keys(loaded.lead_row.id, enrollment), version=enrollment.version
-            )
-            loaded.enrollment_rows[enrollment.id] = row
-        _update_enrollment(row, enrollment)
-        session.add(row)
-        for position, run in enumerate(enrollment.steps):
-            _save_run(session, loaded, run, enrollment, position)
-    for position, run in enumerate(loaded.world.actions):
-        _save_run(session, loaded, run, None, position)
-
-
-def add_timeline(session: Session, lead_id: str, entries: list[Entry]) -> None:
-    writes = deferred(session)
-    if writes is not None:
-        for entry in entries:
-            writes.insert(TimelineRow, _timeline_values(lead_id, entry))
-        return
-    for entry in entries:
-        session.add(TimelineRow(**_timeline_values(lead_id, entry)))
-
-
-def _timeline_values(lead_id: str, entry: Entry) -> dict[str, Any]:
-    return {
-        "lead_id": lead_id,
-        "at": entry.at,
-        "sequence_id": entry.sequence,
-        "step_id": entry.step,
-        "enrollment_id": entry.enrollment,
-        "action": entry.action,
-        "channel": entry.channel,
-        "reason": entry.reason,
-        "subject": entry.subject,
-    }
-
-
-# -- many leads at once: set-based writes ------------------------------------------------------
-
-DEFERRED = "nurture.deferred_writes"
-
-
-@dataclass
-class DeferredWrites:
-    """What a batch writes, gathered while its events go through `finish()` one by one, then
-    written set-based (a few executemany statements) when the batch is done."""
-
-    inserts: dict[type[SQLModel], list[dict[str, Any]]] = field(default_factory=dict)
-    """New rows (events, timeline, CRM outbox …) by table, each table's in the order added."""
-    worlds: dict[str, tuple[Loaded, datetime]] = field(default_factory=dict)
-    """Lead id → the world to save and its time: the last save of a lead wins."""
-
-    def insert(self, model: type[SQLModel], values: dict[str, Any]) -> None:
-        self.inserts.setdefault(model, []).append(values)
-
-
-def deferred(session: Session) -> DeferredWrites | None:
-    """The writes this session gathers instead of writing, inside `deferred_writes`."""
-    found: DeferredWrites | None = session.info.get(DEFERRED)
-    return found
-
-
-@contextmanager
-def deferred_writes(session: Session) -> Iterator[DeferredWrites]:
-    """Inside: `store_event`, `save_world` and `add_timeline` gather their rows; on a clean
-    exit they are written in bulk. On an error nothing is written (the caller rolls back)."""
-    if deferred(session) is not None:
-        raise RuntimeError("deferred writes do not nest")
-    writes = DeferredWrites()
-    session.info[DEFERRED] = writes
-    try:
-        yield writes
-    finally:
-        del session.info[DEFERRED]
-    write_deferred(session, writes)
-
-
-def write_deferred(session: Session, writes: DeferredWrites) -> None:
-    save_worlds(session, writes.worlds.values())
-    for model, rows in writes.inserts.items():
-        insert_rows(session, _table(model), rows)
-
-
-def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """New rows in one go: PostgreSQL COPY (a tenth of the time of executemany, in the
-    server and in psycopg), elsewhere executemany."""
-    if not rows:
-        return
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        connection.execute(insert(table), rows)
-        return
-    names = [
-        column.name
-        for column in table.columns
-        if any(column.name in row for row in rows)
-        or isinstance(column.default, ScalarElementColumnDefault | CallableColumnDefault)
-    ]
-    converters = [_copy_value(table.c[name], connection.dialect) for name in names]
-    quoted = ", ".join(f'"{name}"' for name in names)
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor, cursor.copy(f"COPY {table.name} ({quoted}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([convert(row) for convert in converters])
-
-
-def _copy_value(column: Column[Any], dialect: Dialect) -> Callable[[dict[str, Any]], Any]:
-    """How one column's value goes into COPY: its Python default when missing, then what
-    SQLAlchemy's type would bind (aware UTC times), JSON as text. Made once per column and
-    called once per cell, so each kind of column gets its own small function."""
-    name, default = column.name, column.default
-    bind = column.type.bind_processor(dialect) if isinstance(column.type, UTCDateTime) else None
-    if isinstance(default, ScalarElementColumnDefault):
-        fallback: Callable[[], Any] = lambda: default.arg  # noqa: E731
-    elif isinstance(default, CallableColumnDefault):
-        fallback = lambda: default.arg(None)  # type: ignore[arg-type]  # noqa: E731  # SQLModel's take no context
-    else:
-        fallback = lambda: None  # noqa: E731
-
-    def found(row: dict[str, Any]) -> Any:
-        return row[name] if name in row else fallback()
-
-    if bind is not None:
-        return lambda row: None if (value := found(row)) is None else bind(value)
-    if isinstance(column.type, JSON):
-        return lambda row: None if (value := found(row)) is None else json.dumps(value)
-    if default is None:
-        return lambda row: row.get(name)
-    return found
-
-
-def _table(model: type[SQLModel]) -> Table:
-    table: Table = model.__table__  # type: ignore[attr-defined]
-    return table
-
-
 def new_world(lead_row: LeadRow) -> Loaded:
     """A lead's world before its enrollments and runs are added (`load_worlds`), or the whole
     world of a lead created in this transaction: nothing to load."""
@@ -290,87 +111,6 @@ def refresh_lead(loaded: Loaded) -> None:
     lead.email, lead.phone, lead.external_id = row.email, row.phone, row.external_id
     lead.first_name, lead.last_name, lead.timezone = row.first_name, row.last_name, row.timezone
     lead.attributes, lead.consent = dict(row.attributes), _consent(row.consent)
-
-
-def save_worlds(session: Session, worlds: Iterable[tuple[Loaded, datetime]]) -> None:
-    """`save_world` for many leads: one executemany per table and kind (insert, update), only
-    enrollments and runs that changed. The lead rows are written whole (with what merges and
-    hooks set on them) and then detached from the session, so the ORM does not write them
-    again, a row at a time."""
-    new_enrollments: list[dict[str, Any]] = []
-    changed_enrollments: list[dict[str, Any]] = []
-    new_runs: list[dict[str, Any]] = []
-    changed_runs: list[dict[str, Any]] = []
-    new_leads: list[dict[str, Any]] = []
-    changed_leads: list[dict[str, Any]] = []
-    lead_rows: list[LeadRow] = []
-    lead_columns = [column.name for column in _table(LeadRow).columns]
-    for loaded, now in worlds:
-        lead_row = loaded.lead_row
-        lead_rows.append(lead_row)
-        values = {name: getattr(lead_row, name) for name in lead_columns}
-        values.update(_lead_values(loaded.world.lead, now))
-        if inspect(lead_row).pending:
-            new_leads.append(values)
-        else:
-            changed_leads.append({"row_id": values.pop("id"), **values})
-        lead_id = lead_row.id
-        for enrollment in loaded.world.enrollments:
-            values = _enrollment_values(enrollment)
-            row = loaded.enrollment_rows.get(enrollment.id)
-            if row is None:
-                new_enrollments.append({**_enrollment_keys(lead_id, enrollment), **values})
-            elif _changed(row, values):
-                changed_enrollments.append({"row_id": row.id, **values})
-            for position, run in enumerate(enrollment.steps):
-                _gather_run(loaded, run, enrollment, position, new_runs, changed_runs)
-        for position, run in enumerate(loaded.world.actions):
-            _gather_run(loaded, run, None, position, new_runs, changed_runs)
-    for lead_row in lead_rows:
-        session.expunge(lead_row)
-    connection = session.connection()
-    for model, new, changed in (
-        (LeadRow, new_leads, changed_leads),
-        (EnrollmentRow, new_enrollments, changed_enrollments),
-        (StepRunRow, new_runs, changed_runs),
-    ):
-        table = _table(model)
-        insert_rows(session, table, new)
-        if changed:
-            # one statement shape for every changed row: each writes all engine columns
-            statement = (
-                update(table)
-                .where(table.c.id == bindparam("row_id"))
-                .values({name: bindparam(name) for name in changed[0] if name != "row_id"})
-            )
-            connection.execute(statement, changed)
-
-
-def _gather_run(
-    loaded: Loaded,
-    run: StepRun,
-    enrollment: Enrollment | None,
-    position: int,
-    new: list[dict[str, Any]],
-    changed: list[dict[str, Any]],
-) -> None:
-    row = loaded.run_rows.get(run.id) if run.id is not None else None
-    if row is None:
-        run.id = run.id or new_id()
-        new.append(
-            {
-                **_run_keys(loaded.lead_row.id, run.id, run, enrollment),
-                **_run_values(run, None, position),
-            }
-        )
-        return
-    values = _run_values(run, row.status, position)
-    if _changed(row, values):
-        changed.append({"row_id": row.id, **values})
-
-
-def _changed(row: Any, values: dict[str, Any]) -> bool:
-    return any(getattr(row, name) != value for name, value in values.items())
 
 
 # -- rows → state ----------------------------------------------------------------------------
@@ -470,145 +210,3 @@ def _run(row: StepRunRow) -> StepRun:
         event=_event(row.event),
         id=row.id,
     )
-
-
-# -- state → rows ----------------------------------------------------------------------------
-
-
-def _update_lead(row: LeadRow, lead: Lead, now: datetime) -> None:
-    for name, value in _lead_values(lead, now).items():
-        setattr(row, name, value)
-
-
-def _lead_values(lead: Lead, now: datetime) -> dict[str, Any]:
-    """The columns of a lead the engine changes."""
-    return {
-        "suppressions": dict(lead.suppressions),
-        "score": {
-            "entries": [
-                {"at": e.at.isoformat(), "type": e.event_type, "points": e.points, "id": e.event_id}
-                for e in lead.score.entries
-            ],
-            "fired": sorted(lead.score.fired),
-        },
-        "segment": lead.score.segment,
-        "history": list(lead.history),
-        "last_activity_at": lead.last_activity_at,
-        "inactive_notified": lead.inactive_notified,
-        "last_inbound_whatsapp_at": lead.last_inbound_whatsapp_at,
-        "pause": _pause_data(lead.pause),
-        "updated_at": now,
-    }
-
-
-def _pause_data(pause: Pause | None) -> dict[str, Any] | None:
-    if pause is None:
-        return None
-    return {
-        "at": pause.at.isoformat(),
-        "until": pause.until.isoformat() if pause.until else None,
-        "reason": pause.reason,
-        "by": pause.by,
-        "scope": pause.scope,
-        "shifted": pause.shifted.total_seconds(),
-    }
-
-
-def event_data(event: Event | None) -> dict[str, Any] | None:
-    if event is None:
-        return None
-    return {
-        "type": event.type,
-        "occurred_at": event.occurred_at.isoformat(),
-        "properties": event.properties,
-        "id": event.id,
-    }
-
-
-def _enrollment_keys(lead_id: str, enrollment: Enrollment) -> dict[str, Any]:
-    """The columns a new enrollment row is written with once and never changed."""
-    return {
-        "id": enrollment.id,
-        "lead_id": lead_id,
-        "sequence_id": enrollment.sequence_id,
-        "enrolled_at": enrollment.enrolled_at,
-        "anchor_at": enrollment.anchor_at,
-    }
-
-
-def _update_enrollment(row: EnrollmentRow, enrollment: Enrollment) -> None:
-    for name, value in _enrollment_values(enrollment).items():
-        setattr(row, name, value)
-
-
-def _enrollment_values(enrollment: Enrollment) -> dict[str, Any]:
-    """The columns of an enrollment the engine changes."""
-    return {
-        "key": enrollment.key,
-        "status": enrollment.status,
-        "anchored": enrollment.anchored,
-        "version": enrollment.version,
-        "event": event_data(enrollment.event),
-        "events_seen": list(enrollment.events_seen),
-        "pause": _pause_data(enrollment.pause),
-        "shift_seconds": enrollment.shift.total_seconds(),
-        "exit_reason": enrollment.exit_reason,
-        "ended_at": enrollment.ended_at,
-    }
-
-
-def _save_run(
-    session: Session,
-    loaded: Loaded,
-    run: StepRun,
-    enrollment: Enrollment | None,
-    position: int,
-) -> None:
-    if run.id is None:
-        run.id = new_id()
-    row = loaded.run_rows.get(run.id)
-    if row is None:
-        row = StepRunRow(**_run_keys(loaded.lead_row.id, run.id, run, enrollment))
-        loaded.run_rows[run.id] = row
-    for name, value in _run_values(run, row.status, position).items():
-        setattr(row, name, value)
-    session.add(row)
-
-
-def _run_keys(
-    lead_id: str, run_id: str, run: StepRun, enrollment: Enrollment | None
-) -> dict[str, Any]:
-    """The columns a new step run row is written with once and never changed; a run outside
-    any enrollment (a scoring action) is filed under the sequence id "scoring"."""
-    return {
-        "id": run_id,
-        "lead_id": lead_id,
-        "enrollment_id": enrollment.id if enrollment else None,
-        "sequence_id": enrollment.sequence_id if enrollment else "scoring",
-        "step_id": run.step_id,
-        "kind": run.kind,
-    }
-
-
-def _run_values(run: StepRun, stored_status: str | None, position: int) -> dict[str, Any]:
-    """The columns of a step run the engine changes; `stored_status` is the row's (None for
-    a new row)."""
-    status = run.status.value
-    # a run a task holds (queued, claimed) keeps that state; its task re-checks it
-    if run.status is StepStatus.PENDING and stored_status in IN_FLIGHT:
-        status = stored_status
-    return {
-        "position": position,
-        "status": status,
-        "due_at": run.due_at,
-        "nominal_at": run.nominal_at,
-        "anchored": run.anchored,
-        "channel": run.channel,
-        "variant": run.variant,
-        "reason": run.reason,
-        "finished_at": run.finished_at,
-        "sent_at": run.sent_at,
-        "version": run.version,
-        "attempts": run.attempts,
-        "event": event_data(run.event),
-    }

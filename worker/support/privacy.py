@@ -15,7 +15,8 @@ from worker.engine.state import Outcome
 from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
-from worker.store.worlds import Loaded, load_world, lock_lead
+from worker.store.locks import lock_lead
+from worker.store.worlds import Loaded, load_world
 from worker.support import repository as store
 from worker.world.unit import finish
 

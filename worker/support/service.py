@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from worker.definitions.catalog import SequenceDef
 from worker.engine import scoring
-from worker.engine.core import Engine, Migration
+from worker.engine.core import Engine
+from worker.engine.migration import Migration
 from worker.engine.state import Outcome
+from worker.ingest.repository import find_or_create
+from worker.ingest.schemas import LeadIn
 from worker.kit.clock import utcnow
-from worker.kit.errors import NotFound
+from worker.kit.errors import Conflict, NotFound
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
 from worker.store.leads import (
@@ -28,7 +31,7 @@ from worker.store.switches import write_switch
 from worker.store.tables import LeadRow
 from worker.store.versions import deployed_versions, record_versions
 from worker.store.worlds import Loaded, load_world
-from worker.world.unit import with_lead
+from worker.world.unit import act_locked, with_lead
 
 
 def lead_id_by_email(runtime: Runtime, email: str) -> str:
@@ -71,6 +74,57 @@ def exit_lead(runtime: Runtime, lead_id: str, sequence: str, reason: str = "manu
         lead_id,
         lambda engine, loaded, now: engine.exit(loaded.world, sequence, now, reason),
     )
+
+
+def enroll_lead(runtime: Runtime, lead: LeadIn, sequence: str) -> tuple[str, Outcome]:
+    """Enroll a lead by hand, created when new: its id and what the enrollment did. Raises
+    NotFound for an unknown sequence, Conflict when the lead is already active in it."""
+    definition = runtime.catalog.sequence(sequence)
+    if definition is None:
+        raise NotFound(f"no sequence {sequence}")
+
+    def enroll(engine: Engine, loaded: Loaded, now: datetime) -> Outcome:
+        outcome = Outcome()
+        if engine.enroll(loaded.world, definition, None, now, outcome=outcome, manual=True) is None:
+            raise Conflict(f"already enrolled in {sequence}")
+        return outcome
+
+    now = utcnow()
+    with transaction(runtime.database) as session:
+        row = find_or_create(session, lead, now, "api")
+        session.flush()
+        return row.id, act_locked(session, runtime.engine, row.id, enroll, now)
+
+
+def apply_crm_command(
+    runtime: Runtime,
+    lead_id: str,
+    action: Literal["pause", "resume", "exit"],
+    *,
+    sequence: str | None = None,
+    reason: str | None = None,
+    until: datetime | None = None,
+) -> Outcome:
+    """A salesperson takes over in the CRM: pause, resume or exit the lead (every sequence, or
+    `sequence`), under the lead's lock; repeating a command changes nothing more."""
+
+    def act(engine: Engine, loaded: Loaded, now: datetime) -> Outcome:
+        world = loaded.world
+        if action == "pause":
+            if sequence is None and world.lead.pause is not None:
+                return Outcome()
+            return engine.pause(
+                world, now, sequence_id=sequence, until=until, reason=reason or "crm", by="crm"
+            )
+        if action == "resume":
+            return engine.resume(world, now, sequence_id=sequence)
+        outcome = Outcome()
+        for sequence_id in sorted({e.sequence_id for e in world.active()}):
+            if sequence in (None, sequence_id):
+                outcome.extend(engine.exit(world, sequence_id, now, reason or "crm"))
+        return outcome
+
+    return with_lead(runtime, lead_id, act)
 
 
 def set_switch(runtime: Runtime, name: str, value: str, by: str | None = None) -> None:

@@ -18,7 +18,9 @@ from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
 from worker.store.events import store_event
-from worker.store.worlds import Loaded, add_timeline, load_world, lock_lead, save_world
+from worker.store.locks import lock_lead
+from worker.store.world_writes import add_timeline, save_world
+from worker.store.worlds import Loaded, load_world
 
 Act = Callable[[Engine, Loaded, datetime], Outcome]
 """One engine action on a loaded world at a time: what `with_lead` runs under the lock."""

@@ -1,0 +1,72 @@
+"""`nurture run|api|worker|beat` and `nurture db upgrade`: starting the processes and
+migrating their database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from worker.cli.common import catalog_failed, out, runtime
+from worker.config import settings
+
+app = typer.Typer()
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Run the database migrations."""
+    from worker.store.db import database_url
+    from worker.store.migrate import upgrade
+
+    upgrade(database_url(settings()))
+    out.print("database is up to date")
+
+
+@app.command()
+def run(port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000) -> None:
+    """API, worker and beat in one process, on the embedded defaults; no setup needed."""
+    from worker.processes import prepare_local, run_all
+    from worker.runtime.process import CatalogError
+
+    try:
+        config, token = prepare_local(port)
+    except CatalogError as exc:
+        catalog_failed(exc)
+    if token:
+        out.print(f"API token (NURTURE_API_TOKENS is unset): {token}", markup=False)
+    out.print(f"Nurture on http://127.0.0.1:{port}; outbox: {config.outbox_dir.resolve()}")
+    run_all(config, port)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="uvicorn worker processes (one per core in production)")
+    ] = 1,
+) -> None:
+    """The HTTP API (production)."""
+    from worker.processes import run_api
+
+    runtime()  # the sequence files are checked before the process starts
+    run_api(host, port, workers)
+
+
+@app.command()
+def worker(concurrency: Annotated[int | None, typer.Option()] = None) -> None:
+    """A Celery worker (production)."""
+    from worker.processes import run_worker
+
+    runtime()  # the sequence files are checked before the process starts
+    run_worker(concurrency)
+
+
+@app.command()
+def beat() -> None:
+    """The scheduler: dispatches due steps every second (production: run exactly one)."""
+    from worker.processes import run_beat
+
+    run_beat(settings())

@@ -1,0 +1,1 @@
+"""Webhook sources: what each vendor's deliveries mean, as pure functions (no database, no HTTP)."""

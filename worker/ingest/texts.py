@@ -1,0 +1,101 @@
+"""Twilio's deliveries recorded: a status callback moves a sent message's status forward (and
+emits `sms_delivered` or `sms_failed`); an inbound text is ingested, a WhatsApp one opening the
+lead's 24-hour window. Each is one transaction under the lead's lock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session
+
+from worker.crm.service import record_message_status
+from worker.engine.core import Engine
+from worker.ingest.intake import atomically
+from worker.ingest.repository import lead_identity
+from worker.ingest.schemas import EventIn
+from worker.ingest.service import Ingested, ingest
+from worker.ingest.sources.twilio import Inbound, moves_forward, status_events
+from worker.runtime.process import Runtime
+from worker.store.locks import lock_lead
+from worker.store.messages import find_by_provider_id, set_status
+from worker.store.tables import LeadRow
+
+
+@dataclass(frozen=True)
+class StatusRecorded:
+    message_sid: str
+    status: str | None
+    """The stored status now; None for an unknown message."""
+    changed: bool
+    events: list[str] = field(default_factory=list)
+
+
+def record_status(
+    runtime: Runtime, params: Mapping[str, str], message_sid: str, status: str
+) -> StatusRecorded:
+    """A status callback: the message's status moves forward only; an unknown message changes
+    nothing."""
+    return atomically(
+        runtime,
+        lambda session, now: _record_status(
+            runtime.engine, session, now, params, message_sid, status
+        ),
+    )
+
+
+def _record_status(
+    engine: Engine,
+    session: Session,
+    now: datetime,
+    params: Mapping[str, str],
+    message_sid: str,
+    status: str,
+) -> StatusRecorded:
+    found = find_by_provider_id(session, message_sid)
+    if found is None:
+        return StatusRecorded(message_sid=message_sid, status=None, changed=False)
+    # the lead's lock serializes this with other callbacks and sends for the same lead; the
+    # message is then re-read, so two callbacks racing cannot both think they moved it
+    lead_row = lock_lead(session, found.lead_id)
+    message = find_by_provider_id(session, message_sid, lock=True)
+    assert message is not None
+    current = message.status
+    if not moves_forward(current, status):
+        return StatusRecorded(message_sid=message_sid, status=current, changed=False)
+    set_status(session, message, status, now)
+    record_message_status(session, lead_row, message, status, now)
+    emitted = []
+    identity = lead_identity(lead_row) if lead_row is not None else None
+    for key, kind, properties in status_events(
+        message_sid, current, status, params, message.channel
+    ):
+        if identity is not None:  # an erased lead keeps no identity and hears nothing more
+            event = EventIn(id=key, type=kind, lead=identity, properties=properties)
+            if not ingest(session, engine, event, now, source="twilio").duplicate:
+                emitted.append(kind)
+    return StatusRecorded(message_sid=message_sid, status=status, changed=True, events=emitted)
+
+
+def record_inbound(runtime: Runtime, inbound: Inbound) -> Ingested:
+    """An inbound SMS or WhatsApp text, ingested like any event."""
+
+    def record(session: Session, now: datetime) -> Ingested:
+        found = ingest(session, runtime.engine, inbound.event, now, source="twilio")
+        if inbound.channel == "whatsapp" and not found.duplicate:
+            _opened_whatsapp_session(session, found.lead_id, now)
+        return found
+
+    return atomically(runtime, record)
+
+
+def _opened_whatsapp_session(session: Session, lead_id: str, now: datetime) -> None:
+    """The lead's last WhatsApp message opens the 24-hour window for free-form replies; it is
+    written in the ingest's transaction, on the lead row ingest already holds locked."""
+    row = session.get(LeadRow, lead_id)
+    if row is None:  # pragma: no cover - ingest has just written it
+        return
+    if row.last_inbound_whatsapp_at is None or row.last_inbound_whatsapp_at < now:
+        row.last_inbound_whatsapp_at = now
+        session.add(row)
