@@ -36,7 +36,7 @@ from worker.store.tables import (
     StepRunRow,
     TimelineRow,
 )
-from worker.support.service import deploy
+from worker.support.deploy import deploy
 
 SEQUENCE = """\
 name: Bench

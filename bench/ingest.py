@@ -63,7 +63,7 @@ from tests.integration.conftest import free_port, fresh_database, make_runtime
 from tests.integration.servers import postgres
 from worker.api.events import EventBatch
 from worker.store.migrate import upgrade
-from worker.support.service import deploy
+from worker.support.deploy import deploy
 
 GOAL = 1000.0
 BATCH = 1000

@@ -16,7 +16,7 @@ from worker.kit.signing import secret
 from worker.runtime.process import build
 from worker.store.db import database_url
 from worker.store.migrate import upgrade
-from worker.support.service import deploy
+from worker.support.deploy import deploy
 
 
 def prepare_home(config: Settings) -> str | None:

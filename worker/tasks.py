@@ -10,19 +10,17 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy.exc import IntegrityError
 
 from worker.config import Settings, settings
 from worker.crm.service import push_pending
 from worker.runtime.process import CatalogError, Runtime, current
+from worker.sending.dispatch import lease_due, sweep_steps
 from worker.sending.service import send_step, send_steps
-from worker.store.db import transaction
-from worker.store.steps import claim_due, in_flight, sweep
-from worker.support.service import deploy, needs_deploy
+from worker.support.deploy import deploy_if_changed
 from worker.world.ticks import wake_due_leads
 
 log = logging.getLogger("nurture")
@@ -125,31 +123,18 @@ def dispatch_tick() -> int:
     Backpressure: at most `dispatch_batch` steps are in flight at once, so every leased step
     is started long before its lease ends and the broker never holds a backlog."""
     found = runtime()
-    if found.due_to_look("deploy") and needs_deploy(found):
-        try:
-            deployed = deploy(found, reload=False)
-            log.info("deployed new sequence versions: %s", ", ".join(deployed.changed) or "none")
-        except IntegrityError:
-            log.info("another dispatcher is deploying the new sequence versions")
-    config = found.config
-    with transaction(found.database) as session:
-        room = config.dispatch_batch - in_flight(session)
-        if room <= 0:
-            return 0
-        lease = timedelta(seconds=config.lease_seconds)
-        leased = claim_due(session, datetime.now(UTC), room, lease)
-    size = max(1, config.send_batch)
-    for start in range(0, len(leased), size):
-        send_batch.delay(leased[start : start + size])
-    return len(leased)
+    deployed = deploy_if_changed(found)
+    if deployed is not None:
+        log.info("deployed new sequence versions: %s", ", ".join(deployed.changed) or "none")
+    batches = lease_due(found, datetime.now(UTC))
+    for batch in batches:
+        send_batch.delay(batch)
+    return sum(map(len, batches))
 
 
 @app.task(name="sweep.tick")
 def sweep_tick() -> str:
-    found = runtime()
-    unknown_after = timedelta(seconds=found.config.unknown_after_seconds)
-    with transaction(found.database) as session:
-        swept = sweep(session, datetime.now(UTC), unknown_after)
+    swept = sweep_steps(runtime(), datetime.now(UTC))
     if swept.unknown:
         log.warning("%d step(s) handed to a provider and never recorded: now unknown",
                     swept.unknown)  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 
 from integrations.hubspot import HubSpotCrm
 from integrations.ports import CrmTaskRequest, PermanentError, PushResult
-from worker.crm.service import PROPERTIES, hubspot_setup
+from worker.crm.properties import PROPERTIES, hubspot_setup
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")

@@ -35,7 +35,7 @@ from worker.runtime.process import Runtime
 from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
-from worker.support.service import lead_view
+from worker.support.view import lead_view
 
 pytestmark = pytest.mark.integration
 

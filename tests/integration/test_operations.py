@@ -20,7 +20,8 @@ from worker.runtime.process import CatalogError, Runtime
 from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
-from worker.support.service import deploy, pause_lead, resume_lead, retire, set_switch
+from worker.support.deploy import deploy, retire
+from worker.support.service import pause_lead, resume_lead, set_switch
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ from worker.ingest.schemas import AwareDatetime, LeadIn
 from worker.kit.errors import Conflict, NotFound
 from worker.store.db import transaction
 from worker.store.leads import find_leads
-from worker.support.service import enroll_lead, exit_lead, lead_view, pause_lead, resume_lead
+from worker.support.service import enroll_lead, exit_lead, pause_lead, resume_lead
+from worker.support.view import lead_view
 
 router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["support"])
 

@@ -1,11 +1,11 @@
 """The pages people reach from a message, without a bearer token: unsubscribe, the open
-pixel and the click redirect (SPEC §3, §4). Every link is signed (`worker/tokens.py`); a forged
+pixel and the click redirect (SPEC §3, §4). Every link is signed (`worker/kit/signing.py`); a forged
 or altered one gets a 404 and writes nothing.
 
 Unsubscribe follows RFC 8058: GET only shows a page (link scanners fetch links), POST
 unsubscribes — the page's button, or a mail client's one-click `List-Unsubscribe=One-Click`.
-Changes go through `worker.ingest.intake.apply` like any event (`unsubscribed` / `resubscribed`
-with `properties.channel`), each with an idempotency key numbered by the lead's earlier
+Changes are events (`unsubscribed` / `resubscribed` with `properties.channel`), applied by
+`worker/support/subscriptions.py` with an idempotency key numbered by the lead's earlier
 changes: a repeated or concurrent POST is a duplicate, a later change of mind is not.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,24 +22,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from worker.api.deps import ERRORS, RuntimeDep
-from worker.ingest.intake import apply
-from worker.ingest.schemas import EventIn, LeadIn
+from worker.ingest.engagement import record_engagement
 from worker.kit.clock import utcnow
-from worker.kit.signing import verify
-from worker.runtime.process import Runtime
 from worker.sending.tracking import CLICK, OPEN, read_token
-from worker.stats.repository import lead_event_count
-from worker.store.db import transaction
-from worker.store.tables import LeadRow, StepRunRow
+from worker.support.subscriptions import LABELS, RESUBSCRIBABLE, Subscription, change, subscription
 
 router = APIRouter(tags=["public"])
 log = logging.getLogger(__name__)
 
-CHANGES = ("unsubscribed", "resubscribed")
-RESUBSCRIBABLE = frozenset({"link", "unsubscribed"})
-"""Suppressions a person may lift from the page; a bounce or an SMS STOP is not theirs to
-lift here (the address failed; the carrier keeps STOP until START)."""
-LABELS = {"email": "emails", "sms": "text messages", "whatsapp": "WhatsApp messages"}
 PIXEL = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
@@ -61,21 +50,6 @@ PAGE_HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
     ),
 }
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """What an unsubscribe token names, and where the lead stands now."""
-
-    lead_id: str
-    channel: str
-    address: str | None
-    suppressed: str | None
-    """The suppression reason for the channel, None while subscribed."""
-    erased: bool
-    identity: dict[str, str]
-    changes: int
-    step_run: str | None = None
 
 
 # -- pages ----------------------------------------------------------------------------------------
@@ -166,70 +140,6 @@ def state_page(found: Subscription, changed: str | None = None) -> Any:
 # -- unsubscribe --------------------------------------------------------------------------------
 
 
-def subscription(runtime: Runtime, token: str) -> Subscription | None:
-    """The lead and channel a genuine unsubscribe token names; None for anything else (a
-    tracking token is not an unsubscribe token)."""
-    data = verify(runtime.config, token)
-    if data is None or "k" in data:
-        return None
-    lead_id, channel = data.get("l"), data.get("c")
-    if not isinstance(lead_id, str) or channel not in LABELS:
-        return None
-    step_run = data.get("r") if isinstance(data.get("r"), str) else None
-    with transaction(runtime.database) as session:
-        row = session.get(LeadRow, lead_id)
-        if row is None:
-            return None
-        identity = {
-            name: value
-            for name in ("external_id", "email", "phone")
-            if (value := getattr(row, name))
-        }
-        return Subscription(
-            lead_id=row.id,
-            channel=str(channel),
-            address=row.email if channel == "email" else row.phone,
-            suppressed=row.suppressions.get(str(channel)),
-            erased=row.erased,
-            identity=dict(list(identity.items())[:1]),  # the one it is found by first
-            changes=lead_event_count(session, row.id, CHANGES),
-            step_run=step_run,
-        )
-
-
-def change(
-    runtime: Runtime, token: str, resubscribe: bool
-) -> tuple[Subscription | None, str | None]:
-    """Unsubscribe (or resubscribe) when that changes something; the state afterwards and
-    the kind of event recorded, if any."""
-    found = subscription(runtime, token)
-    if found is None or found.erased or not found.identity:
-        return found, None
-    kind = None
-    if resubscribe and found.suppressed in RESUBSCRIBABLE:
-        kind = "resubscribed"
-    elif not resubscribe and found.suppressed is None:
-        kind = "unsubscribed"
-    if kind is None:
-        return found, None
-    _record_change(runtime, token, found, kind)
-    return subscription(runtime, token), kind
-
-
-def _record_change(runtime: Runtime, token: str, found: Subscription, kind: str) -> None:
-    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
-    properties: dict[str, Any] = {"channel": found.channel, "reason": "link"}
-    if found.step_run:
-        properties["step_run"] = found.step_run
-    event = EventIn(
-        id=f"nurture:{kind}:{digest}:{found.changes}",
-        type=kind,
-        lead=LeadIn.model_validate(found.identity),
-        properties=properties,
-    )
-    apply(runtime, event, source="unsubscribe")
-
-
 def wants_resubscribe(content_type: str | None, body: bytes) -> bool:
     """Only the page's own form asks to resubscribe (`action=resubscribe`, form-encoded).
     Anything else POSTed here unsubscribes: RFC 8058 one-click bodies come form-encoded or as
@@ -273,30 +183,6 @@ async def unsubscribe(token: str, request: Request, runtime: RuntimeDep) -> Any:
 # -- tracking -----------------------------------------------------------------------------------
 
 
-def _track(
-    runtime: Runtime, data: dict[str, str], kind: str, key: str, extra: dict[str, str]
-) -> None:
-    """Record an open or click of a message still on file; never for an erased lead."""
-    with transaction(runtime.database) as session:
-        run = session.get(StepRunRow, data["r"])
-        lead = session.get(LeadRow, data["l"])
-        if run is None or lead is None or run.lead_id != lead.id or lead.erased:
-            return
-        identity = next(
-            ({n: v} for n in ("external_id", "email", "phone") if (v := getattr(lead, n))), None
-        )
-        properties = {"sequence": run.sequence_id, "step": run.step_id, "step_run": run.id}
-    if identity is None:
-        return
-    event = EventIn(
-        id=key,
-        type=kind,
-        lead=LeadIn.model_validate(identity),
-        properties={**properties, **extra},
-    )
-    apply(runtime, event, source="tracking")
-
-
 def _safely(action: Any, *args: Any) -> None:
     # the person must get their image or their page even when recording fails
     try:
@@ -320,7 +206,7 @@ def opened(token: str, runtime: RuntimeDep) -> Response:
     if data is None:
         return Response(status_code=404, headers=NO_CACHE)
     key = f"nurture:open:{data['r']}"
-    _safely(_track, runtime, data, "email_opened", key, {})
+    _safely(record_engagement, runtime, data, "email_opened", key, {})
     return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
 
@@ -343,5 +229,5 @@ def clicked(token: str, runtime: RuntimeDep) -> Any:
     minute = int(utcnow().timestamp() // 60)
     digest = hashlib.sha256(token.encode()).hexdigest()[:32]
     key = f"nurture:click:{digest}:{minute}"
-    _safely(_track, runtime, data, "email_clicked", key, {"url": data["u"]})
+    _safely(record_engagement, runtime, data, "email_clicked", key, {"url": data["u"]})
     return RedirectResponse(data["u"], status_code=302, headers=NO_CACHE)

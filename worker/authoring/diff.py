@@ -20,7 +20,7 @@ from worker.store.db import transaction
 from worker.store.tables import LeadRow
 from worker.store.versions import deployed_versions
 from worker.store.worlds import load_world
-from worker.support.service import leads_in
+from worker.support.deploy import leads_in
 
 
 class DiffError(NurtureError):

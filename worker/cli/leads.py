@@ -83,7 +83,7 @@ def _lead_id(found: Runtime, email: str) -> str:
 @lead_app.command("show")
 def lead_show(email: str) -> None:
     """Everything support needs: consent, score, enrollments and their steps."""
-    from worker.support.service import lead_view
+    from worker.support.view import lead_view
 
     found = runtime()
     view = lead_view(found, _lead_id(found, email))

@@ -23,7 +23,7 @@ def _switch(name: str, value: str) -> None:
 @sequences_app.command("reload")
 def sequences_reload() -> None:
     """Validate the files (all or nothing) and move enrollments in flight to the new version."""
-    from worker.support.service import deploy
+    from worker.support.deploy import deploy
 
     found = runtime()
     deployed = deploy(found)
@@ -56,7 +56,7 @@ def sequences_resume(sequence_id: str) -> None:
 @sequences_app.command("retire")
 def sequences_retire(sequence_id: str) -> None:
     """End the enrollments of a sequence whose file was removed."""
-    from worker.support.service import retire
+    from worker.support.deploy import retire
 
     try:
         count = retire(runtime(), sequence_id)
@@ -83,7 +83,7 @@ def crm_setup() -> None:
     """Create Nurture's contact properties (and their group) in HubSpot where missing."""
     from integrations.hubspot import HubSpotCrm
     from integrations.ports import ProviderError
-    from worker.crm.service import hubspot_setup
+    from worker.crm.properties import hubspot_setup
 
     try:
         created = hubspot_setup(HubSpotCrm.from_settings(settings()))

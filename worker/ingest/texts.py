@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from worker.crm.service import record_message_status
+from worker.crm.changes import record_message_status
 from worker.engine.core import Engine
 from worker.ingest.intake import atomically
 from worker.ingest.repository import lead_identity

@@ -260,14 +260,3 @@ def failures(session: Session) -> dict[tuple[str, str], int]:
         .group_by(col(StepRunRow.channel), col(StepRunRow.reason))
     ).all()
     return {(str(c or "none"), str(r or "none")): int(n) for c, r, n in rows}
-
-
-def lead_event_count(session: Session, lead_id: str, types: tuple[str, ...]) -> int:
-    """How many events of these types the lead has had (the unsubscribe page numbers its
-    changes with it, so a repeated click is a duplicate and a later change is not)."""
-    found = session.execute(
-        select(func.count())
-        .select_from(EventRow)
-        .where(col(EventRow.lead_id) == lead_id, col(EventRow.type).in_(types))
-    ).scalar_one()
-    return int(found)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from worker.engine.state import Event
@@ -53,3 +53,14 @@ def store_event(
     else:
         session.add(EventRow(**values))
     return event_id
+
+
+def lead_event_count(session: Session, lead_id: str, types: tuple[str, ...]) -> int:
+    """How many events of these types the lead has had (the unsubscribe page numbers its
+    changes with it, so a repeated click is a duplicate and a later change is not)."""
+    found = session.execute(
+        select(func.count())
+        .select_from(EventRow)
+        .where(col(EventRow.lead_id) == lead_id, col(EventRow.type).in_(types))
+    ).scalar_one()
+    return int(found)

@@ -83,7 +83,7 @@ class LeadRow(SQLModel, table=True):
     created_at: datetime = _time(nullable=False)
     updated_at: datetime = _time(nullable=False)
     crm_state: dict[str, Any] | None = _json_or_null()
-    """The CRM contact properties as last written to the CRM outbox (worker.crm.service)."""
+    """The CRM contact properties as last written to the CRM outbox (worker/crm/changes.py)."""
 
 
 class EventRow(SQLModel, table=True):

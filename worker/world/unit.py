@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from worker.crm.service import record_changes
+from worker.crm.changes import record_changes
 from worker.engine.core import Engine
 from worker.engine.state import Outcome
 from worker.kit.clock import Clock, utcnow
