@@ -223,7 +223,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - utcnow()).total_seconds())
 
 
 def _upserted(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from integrations.ports import (
     SendResult,
     TextMessage,
 )
+from worker.kit.clock import utcnow
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -68,7 +68,7 @@ class OutboxCrm:
         self.folder = folder / "crm"
 
     def create_task(self, task: CrmTaskRequest) -> SendResult:
-        record = {**task.__dict__, "created_at": datetime.now(UTC).isoformat()}
+        record = {**task.__dict__, "created_at": utcnow().isoformat()}
         _write(
             self.folder / "tasks" / f"{_name(task.reference)}.json", json.dumps(record, indent=2)
         )

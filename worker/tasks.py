@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 
 from worker.config import Settings, settings
 from worker.crm.service import push_pending
+from worker.kit.clock import utcnow
 from worker.runtime.process import CatalogError, Runtime, current
 from worker.sending.dispatch import lease_due, sweep_steps
 from worker.sending.service import send_step, send_steps
@@ -126,7 +126,7 @@ def dispatch_tick() -> int:
     deployed = deploy_if_changed(found)
     if deployed is not None:
         log.info("deployed new sequence versions: %s", ", ".join(deployed.changed) or "none")
-    batches = lease_due(found, datetime.now(UTC))
+    batches = lease_due(found, utcnow())
     for batch in batches:
         send_batch.delay(batch)
     return sum(map(len, batches))
@@ -134,7 +134,7 @@ def dispatch_tick() -> int:
 
 @app.task(name="sweep.tick")
 def sweep_tick() -> str:
-    swept = sweep_steps(runtime(), datetime.now(UTC))
+    swept = sweep_steps(runtime(), utcnow())
     if swept.unknown:
         log.warning("%d step(s) handed to a provider and never recorded: now unknown",
                     swept.unknown)  # fmt: skip
@@ -145,9 +145,7 @@ def sweep_tick() -> str:
 def crm_push() -> str:
     """Push the CRM outbox: batched, in order per contact; failures wait in the database."""
     found = runtime()
-    pushed = push_pending(
-        found.database, found.crm, datetime.now(UTC), pace=lambda: found.throttle("crm")
-    )
+    pushed = push_pending(found.database, found.crm, utcnow(), pace=lambda: found.throttle("crm"))
     if pushed.deferred or pushed.failed:
         log.warning("CRM push: %d pushed, %d to retry, %d refused",
                     pushed.pushed, pushed.deferred, pushed.failed)  # fmt: skip
@@ -157,7 +155,7 @@ def crm_push() -> str:
 @app.task(name="leads.tick")
 def leads_tick() -> int:
     """What time alone does: pauses end, scores decay across a line, quiet spells begin."""
-    return wake_due_leads(runtime(), datetime.now(UTC), LEAD_BATCH)
+    return wake_due_leads(runtime(), utcnow(), LEAD_BATCH)
 
 
 @app.task(name="inbox.poll")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from worker.inbox import repository as inbox_store
+from worker.kit.clock import utcnow
 from worker.runtime.process import Runtime
 from worker.stats import repository as store
 from worker.store.db import transaction
@@ -96,7 +97,7 @@ def render(runtime: Callable[[], Runtime], clock: Callable[[], datetime] | None 
     """The exposition text; a fresh registry each time, so nothing is shared or registered
     twice."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(runtime, clock or (lambda: datetime.now(UTC))))
+    registry.register(DatabaseCollector(runtime, clock or utcnow))
     return generate_latest(registry)
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from worker.definitions.catalog import Catalog, SequenceDef, load_catalog
 from worker.engine.core import Engine
 from worker.engine.migration import Migration
+from worker.kit.clock import utcnow
 from worker.kit.errors import NurtureError
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
@@ -105,7 +105,7 @@ def _compare_steps(change: SequenceChange, old: SequenceDef, new: SequenceDef) -
 
 def _dry_run(runtime: Runtime, definition: SequenceDef, change: SequenceChange) -> None:
     engine = Engine(runtime.catalog, default_timezone=runtime.config.default_timezone)
-    now = datetime.now(UTC)
+    now = utcnow()
     total = Migration()
     leads = leads_in(runtime, definition.id)
     change.in_flight = len(leads)

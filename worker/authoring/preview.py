@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from integrations.ports import TextMessage
@@ -13,6 +12,7 @@ from worker.definitions import models
 from worker.definitions.catalog import Catalog, SequenceDef
 from worker.engine.checks import Go
 from worker.engine.schedule import channel_content, step_channel
+from worker.kit.clock import utcnow
 from worker.kit.signing import unsubscribe_url
 from worker.rendering.errors import RenderError
 from worker.rendering.samples import render_preview, sample_context
@@ -24,7 +24,7 @@ def preview_step(catalog: Catalog, sequence_id: str, step_id: str, lead: Any) ->
     """Every variant of the step, rendered; raises ValueError naming what is missing."""
     definition, step = find_step(catalog, sequence_id, step_id)
     assert catalog.templates is not None
-    values = sample_context(lead, sequence=sequence_id, step=step_id, now=datetime.now(UTC))
+    values = sample_context(lead, sequence=sequence_id, step=step_id, now=utcnow())
     values["sequence"]["name"] = definition.model.name
     count = len(step.variants) if isinstance(step, models.VariantsStep) else 1
     parts = []
@@ -68,7 +68,7 @@ def send_preview(
     definition, step = find_step(catalog, sequence_id, step_id)
     templates = catalog.templates
     assert templates is not None
-    values = sample_context(lead, sequence=sequence_id, step=step_id, now=datetime.now(UTC))
+    values = sample_context(lead, sequence=sequence_id, step=step_id, now=utcnow())
     values["sequence"]["name"] = definition.model.name
     values["unsubscribe_url"] = unsubscribe_url(config, "preview", "email")
     email_sender, text_sender, _ = providers(config)

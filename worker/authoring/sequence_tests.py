@@ -20,6 +20,7 @@ from worker.definitions.catalog import Catalog
 from worker.definitions.loader import Located
 from worker.engine.state import Entry, Event
 from worker.ingest.schemas import LeadIn
+from worker.kit.clock import utcnow
 
 SEND_ACTIONS = frozenset({"send", "crm_task", "notify"})
 DEFAULT_START = "2026-01-05T09:00:00Z"  # a Monday morning: windows rarely move Day 1
@@ -109,7 +110,7 @@ def run_file(catalog: Catalog, path: Path) -> list[Result]:
 def run_test(catalog: Catalog, test: SequenceTest, located: Located) -> list[str]:
     """Problems found; an empty list is a pass."""
     try:
-        start = parse_time(test.start, datetime.now(UTC))
+        start = parse_time(test.start, utcnow())
         until = parse_time("+" + test.until.lstrip("+"), start)
         events = [Event(e.type, parse_time(e.at, start), e.properties, e.id) for e in test.events]
         timeline = simulate(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from worker.cli.common import fail, folders, load, out, read_json_file
 from worker.config import settings
+from worker.kit.clock import utcnow
 
 if TYPE_CHECKING:
     from worker.engine.state import Entry
@@ -95,7 +96,7 @@ def simulate(
     from worker.authoring.simulate import simulate as run_simulation
 
     catalog = load()
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = utcnow().replace(microsecond=0)
     try:
         begin = parse_time(start, now) if start else now
         end = parse_time("+" + until.lstrip("+"), begin)

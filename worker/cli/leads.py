@@ -4,7 +4,7 @@ posts an event for it and as support looks it up and holds it."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -44,9 +44,8 @@ def event(
     """Post one event, as forms and stores do."""
     from pydantic import ValidationError
 
+    from worker.ingest.intake import apply
     from worker.ingest.schemas import EventIn
-    from worker.ingest.service import ingest
-    from worker.store.db import transaction
 
     lead = {
         "email": email,
@@ -64,9 +63,7 @@ def event(
         event_in = EventIn.model_validate(payload)
     except ValidationError as exc:
         fail("\n".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    found = runtime()
-    with transaction(found.database) as session:
-        result = ingest(session, found.engine, event_in, datetime.now(UTC), source="cli")
+    result = apply(runtime(), event_in, source="cli")
     out.print(json.dumps(result.__dict__), markup=False)
 
 

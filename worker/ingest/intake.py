@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy.exc import DataError, IntegrityError
@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from worker.ingest.schemas import EventIn
 from worker.ingest.service import Ingested, ingest, ingest_batch
+from worker.kit.clock import utcnow
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
 
@@ -35,7 +36,7 @@ def atomically(runtime: Runtime, work: Callable[[Session, datetime], T]) -> T:
     for attempt in range(3):
         try:
             with transaction(runtime.database) as session:
-                return work(session, datetime.now(UTC))
+                return work(session, utcnow())
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -62,9 +63,7 @@ def apply_batch(
     for attempt in range(2):
         try:
             with transaction(runtime.database) as session:
-                found = ingest_batch(
-                    session, runtime.engine, events, datetime.now(UTC), source=source
-                )
+                found = ingest_batch(session, runtime.engine, events, utcnow(), source=source)
             return list(found)
         except IntegrityError:
             if attempt == 0:

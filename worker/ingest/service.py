@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlmodel import Session
 
 from worker.engine.core import Engine
 from worker.ingest.repository import find_or_create, lock_leads_named
 from worker.ingest.schemas import EventIn
+from worker.kit.clock import utcnow
 from worker.store.events import find_by_keys, store_event
 from worker.store.locks import lock_lead
 from worker.store.world_writes import deferred_writes
@@ -89,7 +90,7 @@ def ingest_batch(
 def _decided_at(now: datetime) -> datetime:
     """Decisions carry the time they were made under the lock, not when the request arrived:
     an exit stamped before a claim that committed first would tell the story backwards."""
-    return max(now, datetime.now(UTC))
+    return max(now, utcnow())
 
 
 def _apply_one(

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from worker.kit.clock import utcnow
 from worker.rendering.templates import Channel, RenderedEmail, Templates
 from worker.rendering.text import sms_segments
 
@@ -46,7 +47,7 @@ def sample_context(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """A context for previews: the sample lead (Ana Ito) overridden by `lead`."""
-    moment = now if now is not None else datetime.now(UTC)
+    moment = now if now is not None else utcnow()
     if moment.tzinfo is None:
         raise ValueError("now must be timezone-aware, e.g. datetime.now(UTC)")
     return {

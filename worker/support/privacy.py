@@ -8,10 +8,11 @@ the rows themselves: counts and funnels stay as they were.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from worker.engine.state import Outcome
+from worker.kit.clock import utcnow
 from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
@@ -39,7 +40,7 @@ def erase(runtime: Runtime, lead_id: str) -> None:
         row = lock_lead(session, _lookup(lead_id))
         if row is None:
             raise NotFound(f"no lead {lead_id}")
-        now = datetime.now(UTC)
+        now = utcnow()
         loaded = load_world(session, row, now)
         finish(session, runtime.engine, loaded, _end_enrollments(runtime, loaded, now), now)
         names = store.identities(row)
@@ -69,7 +70,7 @@ def export(runtime: Runtime, lead_id: str) -> dict[str, Any]:
         for run in found.step_runs:
             steps.setdefault(run.enrollment_id, []).append(store.as_json(run))
         return {
-            "exported_at": datetime.now(UTC).isoformat(),
+            "exported_at": utcnow().isoformat(),
             "lead": store.as_json(row),
             "events": [store.as_json(e) for e in found.events],
             "enrollments": [
