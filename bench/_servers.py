@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.conftest import free_port  # noqa: E402
-from tests.integration.processes import cluster_env  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
+from tests.servers.processes import cluster_env  # noqa: E402
 
 PYTHON = sys.executable
 NURTURE = [PYTHON, "-m", "worker"]

@@ -47,8 +47,8 @@ from rich.table import Table
 from sqlalchemy import Engine, create_engine, event
 from sqlmodel import Session
 
-from tests.integration.conftest import fresh_database
-from tests.integration.servers import postgres, redis
+from tests.helpers import fresh_database
+from tests.servers.databases import postgres, redis
 from worker.store.steps import claim_due
 
 CLAIM_GOAL = 1.2

@@ -59,8 +59,8 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.integration.conftest import free_port, fresh_database, make_runtime
-from tests.integration.servers import postgres
+from tests.helpers import free_port, fresh_database, make_runtime
+from tests.servers.databases import postgres
 from worker.api.events import EventBatch
 from worker.store.migrate import upgrade
 from worker.support.deploy import deploy

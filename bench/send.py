@@ -63,7 +63,7 @@ from rich.table import Table
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.integration.servers import postgres, redis
+from tests.servers.databases import postgres, redis
 
 GOAL = 0.6
 TASK = re.compile(r"Task step\.send_batch\[[^\]]+\] succeeded in ([0-9.e-]+)s: '([^']*)'")
