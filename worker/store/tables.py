@@ -236,6 +236,21 @@ class CrmChangeRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+class EnrollmentRequestRow(SQLModel, table=True):
+    """The answer to a manual enrollment (`POST /v1/enrollments`) kept under the caller's
+    Idempotency-Key: a repeat answers the same and writes nothing."""
+
+    __tablename__ = "enrollment_requests"
+
+    idempotency_key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    """sha256 of the request: the same key with another request is refused."""
+    lead_id: str = Field(index=True, max_length=32)
+    status_code: int
+    answer: dict[str, Any] = _json(dict)
+    created_at: datetime = _time(nullable=False)
+
+
 class SwitchRow(SQLModel, table=True):
     """Operator holds: `sends` (the incident switch), `sequence:<id>` paused or retired."""
 
