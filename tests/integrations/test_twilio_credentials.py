@@ -182,6 +182,26 @@ def test_a_held_provider_holds_every_worker_and_shows_in_the_metrics(
     assert fake.received == []
 
 
+def test_a_worker_that_was_never_refused_leaves_a_held_twilio_alone(
+    runtime: Runtime, fake: FakeTwilio, smtp_sink: Sink
+) -> None:
+    """Another worker was refused (the hold is in the database, not in this process): the
+    texts wait for the hold's end without a call to Twilio, the email goes."""
+    now = datetime.now(UTC)
+    sign_up(runtime, "ana@example.com", PHONE, now)
+    with transaction(runtime.database) as session:
+        note_refused(session, CredentialsRefused("401", provider="twilio"), now)
+    said = send_steps(runtime, dispatch(runtime, now), clock=lambda: now)
+    assert fake.received == []
+    assert len(smtp_sink.messages) == 1
+    [retry] = [s for s in said.values() if s.startswith("retry at")]
+    assert "twilio refused our credentials; held for 900 s more" in retry
+    nudge = steps(runtime)["both/nudge"]
+    assert (nudge.status, nudge.attempts) == ("pending", 0)
+    assert nudge.due_at is not None
+    assert nudge.due_at >= now + timedelta(minutes=15)
+
+
 def test_a_text_the_claim_finds_held_waits_without_calling_twilio(
     runtime: Runtime, fake: FakeTwilio, ticks: Ticks
 ) -> None:

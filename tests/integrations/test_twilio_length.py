@@ -73,11 +73,6 @@ def test_a_lead_whose_name_makes_the_text_too_long_fails_before_twilio(
     assert messages(long_runtime) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the claim hook: record `getattr(exc, 'reason', 'render_error')` for a "
-    "RenderError (worker/sending/claim.py, being rewritten); then drop this mark",
-)
 def test_the_step_fails_with_reason_too_long(long_runtime: Runtime, fake: FakeTwilio) -> None:
     now = datetime.now(UTC)
     sign_up(long_runtime, "Maximiliane-Josephine-Alexandra", now)

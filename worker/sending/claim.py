@@ -125,9 +125,10 @@ def _check(
     try:
         composed = _compose(runtime, loaded, run, decision, now)
     except RenderError as exc:
-        outcome = engine.record_finished(loaded.world, run, StepStatus.FAILED, "render_error", now)
+        reason = getattr(exc, "reason", "render_error")  # too_long for an SMS over its parts
+        outcome = engine.record_finished(loaded.world, run, StepStatus.FAILED, reason, now)
         finish(session, engine, loaded, outcome, now)
-        return f"failed (render_error: {exc})"
+        return f"failed ({reason}: {exc})"
     return Claimed(step_run_id, loaded.lead_row.id, composed, decision.address)
 
 

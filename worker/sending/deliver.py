@@ -6,7 +6,8 @@ hands the next one over (`desk.py`; the last one's in a transaction of its own).
 instant at most one message of a process is `sending` with its outcome not on disk: a worker
 killed anywhere leaves at most that one `unknown`; the rest are recorded, or still `claimed`
 (the sweeper gives them back). A rate-limited channel waits for its slot while the step is
-only `claimed`, with the previous answer recorded before the wait.
+only `claimed`, with the previous answer recorded before the wait; a channel whose provider is
+held (it refused our credentials, `holds.py`) is not called: its steps go back to pending.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from worker.sending.claim import Claimed
 from worker.sending.desk import Desk, Said
 from worker.sending.email import email_message
 from worker.sending.faults import fault, stops_at
+from worker.sending.holds import held_channels
 from worker.sending.record import Answer
 from worker.store.steps import Accepted
 
@@ -39,9 +41,14 @@ def hand_over(
     """Hand every claimed step over, one at a time, recording each answer before the next
     hand-over. Returns the accepted ones with what their message rows say, for the
     write-back; the others' results (failed, retry, stopped, in doubt) go to `results`."""
+    held = held_channels(runtime, {each.composed.channel for each in claimed}, clock())
     with Desk(runtime, results, clock) as desk:
         said: Said | None = None
         for number, each in enumerate(claimed, 1):
+            if each.composed.channel in held:  # its provider refused our credentials: it waits
+                desk.commit(said)
+                said = (each, held[each.composed.channel])
+                continue
             limited = runtime.rate_limited(each.composed.channel)
             if limited or stops_at(runtime, "mid_batch", number - 1):
                 desk.commit(said)  # nothing waits unrecorded: not for a rate slot, not a fault

@@ -48,7 +48,8 @@ def held_channels(
         if until is not None and until > now:
             left = (until - now).total_seconds()
             found[channel] = CredentialsRefused(
-                f"{provider} refused our credentials; held until {until.isoformat()}",
+                f"{provider} refused our credentials; held for {left:.0f} s more, "
+                f"until {until:%H:%M:%S} UTC",
                 provider=provider,
                 code="held",
                 retry_after=left,

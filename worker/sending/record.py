@@ -12,12 +12,19 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 from sqlmodel import Session
 
-from integrations.ports import PermanentError, RateLimited, SendResult, TemporaryError
+from integrations.ports import (
+    CredentialsRefused,
+    PermanentError,
+    RateLimited,
+    SendResult,
+    TemporaryError,
+)
 from worker.engine.state import Outcome, StepRun, StepStatus
 from worker.kit.backoff import backoff
 from worker.kit.ids import new_id
 from worker.runtime.process import Runtime
 from worker.sending.claim import Claimed, find_run
+from worker.sending.holds import note_refused
 from worker.store.locks import lock_leads
 from worker.store.steps import add_message
 from worker.store.worlds import Loaded, load_worlds
@@ -41,6 +48,8 @@ def record_answer(
         return accept(connection, claimed, answer, now)
     # a failure goes through the lead's world: the ORM, in the same transaction
     with Session(bind=connection, expire_on_commit=False) as session:
+        if isinstance(answer, CredentialsRefused) and answer.code != "held":
+            note_refused(session, answer, now)  # every worker holds that provider now
         lead_row = lock_leads(session, [claimed.lead_id])[claimed.lead_id]
         loaded = load_worlds(session, [lead_row], now)[lead_row.id]
         run = find_run(loaded, claimed.step_run_id)

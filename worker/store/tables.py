@@ -136,6 +136,13 @@ class StepRunRow(SQLModel, table=True):
             postgresql_where=text("status IN ('queued', 'claimed', 'sending')"),
             sqlite_where=text("status IN ('queued', 'claimed', 'sending')"),
         ),
+        # the texts left in doubt, which the confirmer asks Twilio about (store/unknown.py)
+        Index(
+            "ix_step_runs_unknown",
+            "claimed_at",
+            postgresql_where=text("status = 'unknown'"),
+            sqlite_where=text("status = 'unknown'"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=32)
