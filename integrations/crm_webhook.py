@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 
 from integrations.hubspot import http_error
 from integrations.ports import (
+    CredentialsRefused,
     CrmTaskRequest,
     PermanentError,
     PushResult,
@@ -78,6 +79,8 @@ class WebhookCrm:
             }
             try:
                 self.post(delivery_id, body)
+            except CredentialsRefused:
+                raise  # us refused, not this delivery (a redelivery is deduplicated)
             except TemporaryError as exc:
                 deferred[lead_id] = str(exc)
                 wait = exc.retry_after if isinstance(exc, RateLimited) else None
@@ -125,4 +128,4 @@ class WebhookCrm:
         if status < 300:
             return
         message = f"CRM webhook {status}: {response.text[:300]}"
-        raise http_error(status, message, response.headers)
+        raise http_error(status, message, response.headers, provider="webhook")

@@ -1,8 +1,9 @@
 """HubSpot over its CRM v3 API: contacts upserted by email with Nurture's properties (batched),
 a note per sent message when enabled, a task per `crm_task`, and the custom properties set up.
 
-Failures come back as the ports' two kinds: 429 (`RateLimited`, with Retry-After), 5xx, a lost
-connection and a refused token are temporary; any other 4xx (a validation error) is permanent.
+Failures come back as the ports' two kinds: 429 (`RateLimited`, with Retry-After), 5xx and a
+lost connection are temporary; a refused token (401/403) is `CredentialsRefused`, which holds
+the CRM while it is fixed; any other 4xx (a validation error) is permanent.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from integrations.ports import (
+    CredentialsRefused,
     CrmTaskRequest,
     PermanentError,
     ProviderError,
@@ -33,8 +35,10 @@ BATCH = 100
 CONTACTS = "/crm/v3/objects/contacts/batch/upsert"
 NOTE_TO_CONTACT = 202
 TASK_TO_CONTACT = 204
-RETRIED_STATUSES = {401, 403, 408}
-"""Temporary besides 429 and 5xx: a refused token is a setting to fix, not a change to drop."""
+RETRIED_STATUSES = {408}
+"""Temporary besides 429 and 5xx."""
+REFUSED_CREDENTIALS = {401, 403}
+"""A refused token is a setting to fix, not a change to drop: the CRM is held meanwhile."""
 
 
 def hubspot_time(at: datetime) -> str:
@@ -190,10 +194,14 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     raise http_error(status, _message(response), response.headers)
 
 
-def http_error(status: int, message: str, headers: Mapping[str, str]) -> ProviderError:
+def http_error(
+    status: int, message: str, headers: Mapping[str, str], *, provider: str = "hubspot"
+) -> ProviderError:
     """A failed HTTP answer as the ports' two kinds (HubSpot and the CRM webhook alike)."""
     if status == 429:
         return RateLimited(message, code="429", retry_after=retry_after(headers))
+    if status in REFUSED_CREDENTIALS:
+        return CredentialsRefused(message, provider=provider, code=str(status))
     if status >= 500 or status in RETRIED_STATUSES:
         return TemporaryError(message, code=str(status))
     return PermanentError(message, code=str(status))

@@ -3,6 +3,7 @@
 Core code talks to these and never imports smtplib, twilio or httpx. A provider raises
 `TemporaryError` (worth retrying: SMTP 4xx, a dropped connection, Twilio 429/5xx) or
 `PermanentError` (not: SMTP 5xx, Twilio 21610/21211); only the task decides how often to retry.
+A refused credential (`CredentialsRefused`, 401/403) holds the whole provider instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,29 @@ class RateLimited(TemporaryError):
     ) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class CredentialsRefused(RateLimited):
+    """A 401 or 403: the provider refused our credentials, which says nothing about the
+    message. The provider is held for `retry_after` seconds (HOLD unless given: no calls to
+    it, then one probe) while an operator fixes the credentials; like a rate limit, the wait
+    spends no attempt, so a step waits (pending with a due time) instead of failing."""
+
+    HOLD = 900.0
+    """Seconds a provider that refused our credentials is left alone before one probe."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "unknown",
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, code=code, retry_after=self.HOLD if retry_after is None else retry_after
+        )
+        self.provider = provider
 
 
 class DeliveryUncertain(NurtureError):

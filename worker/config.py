@@ -71,10 +71,15 @@ class Settings(BaseSettings):
     """`reply@example.com`: emails without a template `reply_to:` get `reply+TOKEN@…`."""
     imap_host: str | None = None
     imap_port: int | None = None
-    """Default 993 with `imap_ssl`, else 143."""
+    """Default 993 with `ssl` security, else 143."""
     imap_username: str | None = None
     imap_password: SecretStr | None = None
+    imap_security: Literal["ssl", "starttls", "none"] | None = None
+    """ssl (IMAPS) | starttls (refuses to log in when the server does not offer it) | none
+    (plain text); unset: from `imap_ssl`, the older form (true: ssl, false: none)."""
     imap_ssl: bool = True
+    imap_ca_file: Path | None = None
+    """Extra CAs to trust for the mailbox's TLS certificate (a private CA; tests)."""
     imap_folder: str = "INBOX"
     imap_processed_flag: str = "$NurtureProcessed"
     imap_processed_folder: str | None = None
@@ -91,9 +96,14 @@ class Settings(BaseSettings):
     unknown_after_seconds: float = 600.0
     """A send handed to a provider and not recorded after this long is marked `unknown`."""
     fault_point: str | None = None
-    """Tests only: a named point (`after_claim`, `after_send`) where the worker stops for
-    `fault_seconds`, so a test can kill it there."""
+    """Tests only: a named point where a send task stops for `fault_seconds`, so a test can
+    kill it there: `after_claim` (claimed, nothing handed over), `mid_batch` (`fault_after`
+    messages accepted and recorded, none in doubt), `after_send` (the provider accepted the
+    `fault_after`-th message, not recorded yet), `before_record` (every message recorded, the
+    write-back into the leads' worlds not done)."""
     fault_seconds: float = 30.0
+    fault_after: int = 1
+    """The message of a batch (1 = the first) at which `mid_batch` and `after_send` stop."""
 
 
 @lru_cache(maxsize=1)

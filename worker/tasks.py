@@ -18,13 +18,20 @@ from worker.config import Settings, settings
 from worker.crm.service import push_pending
 from worker.kit.clock import utcnow
 from worker.runtime.process import CatalogError, Runtime, current
+from worker.sending.confirm import confirm_unknown_texts
 from worker.sending.dispatch import lease_due, sweep_steps
 from worker.sending.service import send_step, send_steps
 from worker.support.deploy import deploy_if_changed
 from worker.world.ticks import wake_due_leads
 
 log = logging.getLogger("nurture")
-LEAD_BATCH = 200
+LEAD_TICK_INTERVAL = 30.0
+LEAD_CHUNK = 100
+"""Leads ticked per transaction."""
+LEAD_TICK_SECONDS = 20.0
+"""How long one `leads.tick` goes on while leads are due."""
+CONFIRM_INTERVAL = 600.0
+"""Seconds between asks about texts left `unknown` (sending/confirm.py)."""
 
 
 def broker_options(config: Settings) -> dict[str, Any]:
@@ -68,7 +75,16 @@ def make_app(config: Settings | None = None) -> Celery:
                 "schedule": config.sweep_interval,
                 "options": {"expires": config.sweep_interval * 2},
             },
-            "leads": {"task": "leads.tick", "schedule": 30.0},
+            "leads": {
+                "task": "leads.tick",
+                "schedule": LEAD_TICK_INTERVAL,
+                "options": {"expires": LEAD_TICK_INTERVAL},
+            },
+            "confirm": {
+                "task": "texts.confirm",
+                "schedule": CONFIRM_INTERVAL,
+                "options": {"expires": CONFIRM_INTERVAL},
+            },
             "crm": {
                 "task": "crm.push",
                 "schedule": config.crm_push_interval,
@@ -141,6 +157,12 @@ def sweep_tick() -> str:
     return f"requeued {swept.requeued}, unknown {swept.unknown}"
 
 
+@app.task(name="texts.confirm")
+def texts_confirm() -> str:
+    """Ask Twilio about texts left `unknown`: a match is recorded sent, never resent."""
+    return confirm_unknown_texts(runtime(), utcnow()).summary()
+
+
 @app.task(name="crm.push")
 def crm_push() -> str:
     """Push the CRM outbox: batched, in order per contact; failures wait in the database."""
@@ -153,9 +175,13 @@ def crm_push() -> str:
 
 
 @app.task(name="leads.tick")
-def leads_tick() -> int:
-    """What time alone does: pauses end, scores decay across a line, quiet spells begin."""
-    return wake_due_leads(runtime(), utcnow(), LEAD_BATCH)
+def leads_tick() -> str:
+    """What time alone does: pauses end, scores decay across a line, quiet spells begin.
+    Chunks of leads while any are due, for up to LEAD_TICK_SECONDS of the 30 between ticks."""
+    woken = wake_due_leads(runtime(), utcnow(), chunk=LEAD_CHUNK, seconds=LEAD_TICK_SECONDS)
+    if woken.more_due:
+        log.warning("leads.tick: %s; the next tick goes on", woken.summary())
+    return woken.summary()
 
 
 @app.task(name="inbox.poll")

@@ -269,7 +269,7 @@ def test_a_429_is_retried_with_backoff_and_the_text_sent_once(
     assert first["authorization"].startswith("Basic ")
     assert (first["To"], first["From"]) == (PHONE, SMS_FROM)
     assert first["Body"] == "Hi Ana, your trial ends soon. STOP to opt out"
-    assert first["StatusCallback"] == f"{PUBLIC_URL}/v1/webhooks/twilio/status"
+    assert first["StatusCallback"] == f"{PUBLIC_URL}/v1/webhooks/twilio/status?step_run={step}"
     sent = steps(runtime)["texts/first"]
     assert (sent.status, sent.attempts, sent.provider_message_id) == ("sent", 2, fake.sids[0])
     [message] = messages(runtime)
@@ -378,7 +378,8 @@ def test_status_callbacks_never_move_back_and_a_late_refusal_suppresses(
     [step] = dispatch(runtime, now)
     assert send_step(runtime, step, clock=lambda: now) == "sent"
     [sid] = fake.sids
-    assert fake.received[0]["StatusCallback"] == f"{PUBLIC_URL}/v1/webhooks/twilio/status"
+    callback = f"{PUBLIC_URL}/v1/webhooks/twilio/status?step_run={step}"
+    assert fake.received[0]["StatusCallback"] == callback
 
     def status(value: str, sid: str = sid, **extra: str) -> dict[str, Any]:
         params = {"MessageSid": sid, "MessageStatus": value, "AccountSid": ACCOUNT, **extra}
@@ -466,7 +467,9 @@ def test_whatsapp_templates_go_by_content_sid_and_free_form_needs_the_session(
     assert free_form["To"] == f"whatsapp:{OTHER_PHONE}"
     assert free_form["From"] == f"whatsapp:{WHATSAPP_FROM}"
     assert free_form["Body"] == "Thanks for writing, Ana!"
-    assert free_form["StatusCallback"] == f"{PUBLIC_URL}/v1/webhooks/twilio/status"
+    assert free_form["StatusCallback"].startswith(
+        f"{PUBLIC_URL}/v1/webhooks/twilio/status?step_run="
+    )
     assert len(fake.received) == 3
 
 

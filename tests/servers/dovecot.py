@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
+from tests.servers.smtp import Certificates
 
 CONFIG = """\
 protocols = imap
@@ -32,7 +33,7 @@ base_dir = {folder}/run
 state_dir = {folder}/state
 log_path = {folder}/dovecot.log
 info_log_path = {folder}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 1
@@ -119,8 +120,9 @@ class Dovecot:
 
 
 @contextmanager
-def dovecot() -> Iterator[Dovecot]:
-    """Start the server (about 0.2 s; stopping takes 2-3 s, so keep one per session)."""
+def dovecot(certificates: Certificates | None = None) -> Iterator[Dovecot]:
+    """Start the server (about 0.2 s; stopping takes 2-3 s, so keep one per session); with
+    `certificates`, it offers STARTTLS with them."""
     binary = shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin:/sbin")
     if binary is None:
         pytest.skip("dovecot not found: run scripts/install-test-servers (dovecot-imapd)")
@@ -143,7 +145,16 @@ def dovecot() -> Iterator[Dovecot]:
     port = free_port()
     config = folder / "dovecot.conf"
     config.write_text(
-        CONFIG.format(folder=folder, port=port, uid=owner.pw_uid, gid=owner.pw_gid, users=users)
+        CONFIG.format(
+            folder=folder,
+            port=port,
+            uid=owner.pw_uid,
+            gid=owner.pw_gid,
+            users=users,
+            ssl="ssl = no"
+            if certificates is None
+            else f"ssl = yes\nssl_cert = <{certificates.cert}\nssl_key = <{certificates.key}",
+        )
     )
     # the master daemonizes and keeps its output open: a pipe here would never reach EOF
     errors = folder / "start.log"

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlmodel import col
 
 from tests.helpers import make_runtime
 from tests.library import unsubscribe_template, welcome_project
@@ -22,6 +23,7 @@ from worker.runtime.process import CatalogError, Runtime
 from worker.sending.service import send_step
 from worker.store.db import transaction
 from worker.store.steps import claim_due
+from worker.store.tables import StepRunRow, TimelineRow
 from worker.support.deploy import deploy, retire
 from worker.support.service import pause_lead, resume_lead, set_switch
 
@@ -84,6 +86,25 @@ def as_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def remaining_due(runtime: Runtime) -> dict[str, datetime]:
+    """Due times of the steps after Day 1, as aware datetimes on either database."""
+    with transaction(runtime.database) as session:
+        found = session.execute(
+            select(col(StepRunRow.step_id), col(StepRunRow.due_at)).where(
+                col(StepRunRow.step_id) != "hello"
+            )
+        ).all()
+    return {step: due for step, due in found if due is not None}
+
+
+def timeline_times(runtime: Runtime, action: str) -> list[datetime]:
+    with transaction(runtime.database) as session:
+        found = session.execute(
+            select(col(TimelineRow.at)).where(col(TimelineRow.action) == action)
+        ).scalars()
+        return list(found)
+
+
 def test_a_paused_lead_is_held_and_resume_shifts_the_remaining_steps(
     runtime: Runtime, smtp_sink: Sink
 ) -> None:
@@ -94,11 +115,18 @@ def test_a_paused_lead_is_held_and_resume_shifts_the_remaining_steps(
     [(pause,)] = rows(runtime, "SELECT pause FROM leads")
     assert as_json(pause)["reason"] == "asked for a break"
     assert as_json(pause)["by"] == "support:maria"
-    [(before,)] = rows(runtime, "SELECT due_at FROM step_runs WHERE step_id = 'tips'")
+    paused_at = datetime.fromisoformat(as_json(pause)["at"])
+    before = remaining_due(runtime)
     resume_lead(runtime, lead_id)
     assert send_due(runtime) == ["sent"]
-    [(after,)] = rows(runtime, "SELECT due_at FROM step_runs WHERE step_id = 'tips'")
-    assert str(after) >= str(before)  # moved by the (short) time spent paused
+    after = remaining_due(runtime)
+    [resumed_at] = set(timeline_times(runtime, "resume"))  # the lead's and its enrollment's
+    assert resumed_at > paused_at
+    # SPEC §2: the remaining steps move by exactly the time spent paused
+    assert {step: after[step] - before[step] for step in before} == {
+        "tips": resumed_at - paused_at,
+        "later": resumed_at - paused_at,
+    }
     actions = [a for (a,) in rows(runtime, "SELECT action FROM timeline ORDER BY id")]
     assert actions[:3] == ["enroll", "pause", "resume"]
 

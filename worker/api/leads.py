@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.api.deps import CONFLICT, ERRORS, NOT_FOUND, Authorized, RuntimeDep
+from worker.api.deps import ERRORS, NOT_FOUND, Authorized, ErrorResponse, RuntimeDep, error_body
+from worker.api.events import BATCH_LIMIT, ItemError
 from worker.engine.state import Outcome
 from worker.ingest.schemas import AwareDatetime, LeadIn
 from worker.kit.errors import Conflict, NotFound
+from worker.kit.fields import field_errors, summary
 from worker.store.db import transaction
 from worker.store.leads import find_leads
-from worker.support.service import enroll_lead, exit_lead, pause_lead, resume_lead
+from worker.support.enrollments import (
+    InvalidField,
+    ManualEnrollment,
+    Refused,
+    enroll_by_hand,
+    enroll_each,
+)
+from worker.support.service import exit_lead, pause_lead, resume_lead
 from worker.support.view import lead_view
 
 router = APIRouter(prefix="/v1", dependencies=[Authorized], responses=ERRORS, tags=["support"])
@@ -43,7 +52,50 @@ class ExitRequest(Strict):
 
 class EnrollRequest(Strict):
     lead: LeadIn
+    sequence: str = Field(min_length=1, max_length=100)
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the enrolling event would carry: a keyed sequence needs its key "
+        "(`enroll.key`), an anchored one its time (`anchor:`)",
+    )
+
+    def manual(self, idempotency_key: str | None) -> ManualEnrollment:
+        return ManualEnrollment(self.lead, self.sequence, self.properties, idempotency_key)
+
+
+class EnrollItem(EnrollRequest):
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class EnrollmentBatch(Strict):
+    enrollments: list[dict[str, Any]] = Field(min_length=1, max_length=BATCH_LIMIT)
+
+
+class EnrollmentOut(BaseModel):
+    id: str
     sequence: str
+    key: str | None
+    status: str
+    enrolled_at: str
+    anchor_at: str
+
+
+class TimelineEntry(BaseModel):
+    at: str
+    sequence: str | None
+    step: str | None
+    action: str
+    reason: str | None
+
+
+class Enrolled(BaseModel):
+    lead_id: str
+    enrollment: EnrollmentOut
+    timeline: list[TimelineEntry]
+
+
+class EnrollBatchResult(BaseModel):
+    results: list[Enrolled | ItemError]
 
 
 class Done(BaseModel):
@@ -146,14 +198,69 @@ def exit_sequence(lead_id: str, request: ExitRequest, runtime: RuntimeDep) -> di
 
 
 @router.post(
-    "/enrollments", status_code=201, response_model=Done, responses={**NOT_FOUND, **CONFLICT}
+    "/enrollments",
+    status_code=201,
+    response_model=Enrolled,
+    responses={
+        201: {
+            "description": "enrolled; a repeated Idempotency-Key answers the first answer",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the kept answer to an earlier request",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "the sequence's `reenroll:` rule refuses"},
+    },
 )
-def enroll(request: EnrollRequest, runtime: RuntimeDep) -> JSONResponse:
-    """Enroll a lead by hand (created when new); 409 when already active in the sequence."""
+def enroll(
+    request: EnrollRequest,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> JSONResponse:
+    """Enroll a lead by hand (created when new), with the event `properties` a keyed or
+    anchored sequence needs; the sequence's `reenroll:` rule holds (409 naming it)."""
     try:
-        lead_id, outcome = enroll_lead(runtime, request.lead, request.sequence)
+        found = enroll_by_hand(runtime, request.manual(idempotency_key))
+    except InvalidField as exc:
+        return _invalid(exc)
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     except Conflict as exc:
         raise HTTPException(409, detail=str(exc)) from exc
-    return JSONResponse(_done(lead_id, outcome), status_code=201)
+    headers = {"Idempotent-Replayed": "true"} if found.replayed else None
+    return JSONResponse(found.body, status_code=found.status_code, headers=headers)
+
+
+@router.post("/enrollments/batch", status_code=207, response_model=EnrollBatchResult)
+def enroll_batch(batch: EnrollmentBatch, runtime: RuntimeDep) -> JSONResponse:
+    """Up to 1,000 enrollments (each `{lead, sequence, properties?, idempotency_key?}`), one
+    result per item in order: the 201 body or `{"error": …}`; a valid item is enrolled even
+    when another item is refused."""
+    results: list[Any] = []
+    valid: list[tuple[int, ManualEnrollment]] = []
+    for item in batch.enrollments:
+        try:
+            parsed = EnrollItem.model_validate(item)
+        except ValidationError as exc:
+            fields = field_errors(exc.errors(), drop_prefix=())
+            results.append(error_body(summary(fields), code="invalid", fields=fields))
+            continue
+        valid.append((len(results), parsed.manual(parsed.idempotency_key)))
+        results.append(None)
+    done = enroll_each(runtime, [request for _, request in valid])
+    for (position, _), result in zip(valid, done, strict=True):
+        if isinstance(result, Refused):
+            results[position] = error_body(result.message, code=result.code, fields=result.fields)
+        else:
+            results[position] = result.body
+    return JSONResponse({"results": results}, status_code=207)
+
+
+def _invalid(exc: InvalidField) -> JSONResponse:
+    fields = [{"field": exc.field, "message": exc.detail}]
+    return JSONResponse(error_body(str(exc), code="invalid", fields=fields), status_code=422)

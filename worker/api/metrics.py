@@ -11,6 +11,8 @@ in-process counters. Series:
   code, `render_error` …)
 - `nurture_inbox_messages_total{kind}`: messages read from the reply mailbox by kind
   (reply, auto_reply, bounce, delayed, complaint, unparseable; docs/inbox.md)
+- `nurture_provider_held{provider}`: 1 while a provider that refused our credentials (a 401 or
+  403) is held, 0 once the hold ran out (twilio, hubspot, webhook; docs/operations.md)
 - `nurture_database_up`: 1, or 0 when the queries failed (the other series are then absent)
 """
 
@@ -30,6 +32,7 @@ from worker.kit.clock import utcnow
 from worker.runtime.process import Runtime
 from worker.stats import repository as store
 from worker.store.db import transaction
+from worker.store.holds import provider_holds
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class DatabaseCollector(Collector):
             oldest = store.oldest_due(session, now)
             failures = store.failures(session)
             inbox = inbox_store.counts_by_kind(session)
+            holds = provider_holds(session)
         yield _counter("nurture_events", "Events recorded, by type", ["type"], events)
         gauge = GaugeMetricFamily("nurture_steps", "Step runs by status", labels=["status"])
         for status, count in sorted(steps.items()):
@@ -84,6 +88,14 @@ class DatabaseCollector(Collector):
             ["kind"],
             inbox,
         )
+        held = GaugeMetricFamily(
+            "nurture_provider_held",
+            "1 while a provider that refused our credentials is held (no calls to it)",
+            labels=["provider"],
+        )
+        for provider, until in sorted(holds.items()):
+            held.add_metric([provider], 1 if until > now else 0)
+        yield held
 
 
 def _counter(name: str, doc: str, labels: list[str], values: dict[str, int]) -> Metric:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
@@ -30,6 +30,7 @@ from worker.ingest.texts import record_inbound, record_status
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 FORM_NAME = r"^[A-Za-z0-9_.-]{1,100}$"
+STEP_RUN_ID = r"^[A-Za-z0-9_-]{1,32}$"
 
 
 # -- response models (for the OpenAPI document) -----------------------------------------------
@@ -211,15 +212,21 @@ TwilioParams = Annotated[Mapping[str, str], Depends(twilio_params)]
     responses=_errors(401, 413, 422),
     openapi_extra=TWILIO_BODY,
 )
-def twilio_status(params: TwilioParams, runtime: RuntimeDep) -> JSONResponse:
+def twilio_status(
+    params: TwilioParams,
+    runtime: RuntimeDep,
+    step_run: Annotated[str | None, Query(max_length=32, pattern=STEP_RUN_ID)] = None,
+) -> JSONResponse:
     """A delivery status callback: the message's status moves forward only; delivered emits
-    `sms_delivered`, failed or undelivered `sms_failed`; an unknown message changes nothing."""
+    `sms_delivered`, failed or undelivered `sms_failed`; an unknown message changes nothing,
+    unless `step_run` (in the StatusCallback URL Nurture gave, which Twilio signs) names a step
+    left `unknown` for that number: it is then confirmed `sent`."""
     try:
         message_sid = required(params, "MessageSid")
         status = callback_status(params)
     except Invalid as exc:
         return _invalid(exc)
-    recorded = record_status(runtime, params, message_sid, status)
+    recorded = record_status(runtime, params, message_sid, status, step_run)
     return JSONResponse(StatusResult.model_validate(recorded, from_attributes=True).model_dump())
 
 

@@ -245,9 +245,10 @@ class Simulation:
         if templates is not None:
             try:
                 subject = compose(templates, go, values, derive_text=False).subject
-            except RenderError:
+            except RenderError as exc:
+                reason = getattr(exc, "reason", "render_error")  # as the claim records it
                 outcome = self.engine.record_finished(
-                    self.world, run, StepStatus.FAILED, "render_error", now
+                    self.world, run, StepStatus.FAILED, reason, now
                 )
                 self._absorb(outcome, now)
                 return

@@ -107,3 +107,24 @@ def inbox_poll() -> None:
     except (InboxNotConfigured, ImapError) as exc:
         fail(f"inbox: {exc}")
     out.print(polled.summary(), markup=False)
+
+
+@inbox_app.command("watch")
+def inbox_watch() -> None:
+    """Keep reading the reply mailbox: wait with IDLE and handle a message within seconds of
+    its arrival; where the server offers no IDLE, poll every NURTURE_INBOX_POLL_INTERVAL."""
+    import threading
+
+    from worker.inbox.service import InboxNotConfigured, Polled, watch
+
+    def report(polled: Polled) -> None:
+        if polled.read:
+            out.print(polled.summary(), markup=False)
+
+    stop = threading.Event()
+    try:
+        watch(runtime(), stop, report)
+    except InboxNotConfigured as exc:
+        fail(f"inbox: {exc}")
+    except KeyboardInterrupt:
+        out.print("stopped")

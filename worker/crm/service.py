@@ -1,11 +1,14 @@
 """Pushing the CRM outbox (the `crm.push` task): batched, in order per contact. A temporary
 failure (429, 5xx, no connection) holds the contact's changes for a retry with backoff, in the
-database; a 4xx is recorded and not retried. An outage of any length loses nothing and
-reorders nothing. What goes into the outbox is `worker/crm/changes.py`.
+database; a 4xx is recorded and not retried. A refused token (401/403) holds the whole CRM for
+15 minutes (then one probe) and is logged at ERROR and shown as `nurture_provider_held`. An
+outage of any length loses nothing and reorders nothing. What goes into the outbox is
+`worker/crm/changes.py`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,13 +16,23 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine as Database
 
-from integrations.ports import Crm, PermanentError, PushResult, RateLimited, TemporaryError
+from integrations.ports import (
+    CredentialsRefused,
+    Crm,
+    PermanentError,
+    PushResult,
+    RateLimited,
+    TemporaryError,
+)
 from worker.crm import repository as store
 from worker.kit.backoff import backoff
 from worker.store.db import transaction
+from worker.store.holds import hold_provider
 
 if TYPE_CHECKING:
     pass
+
+log = logging.getLogger("nurture")
 
 BATCH_CONTACTS = 100
 """Contacts per push: HubSpot's batch upsert takes up to 100 inputs."""
@@ -39,6 +52,8 @@ class PushReport:
     contacts: set[str] = field(default_factory=set)
     held_until: datetime | None = None
     """The CRM failed as a whole: nothing is tried before this."""
+    refused_by: str | None = None
+    """The CRM refused our credentials (a 401 or 403): the provider's name."""
 
 
 def push_pending(
@@ -84,9 +99,11 @@ def _push(
     database: Database, crm: Crm, claimed: list[store.Claimed], now: datetime, report: PushReport
 ) -> None:
     leads = list(dict.fromkeys(c.lead_id for c in claimed))
+    refused: str | None = None
     try:
         result = crm.push([as_json(c) for c in claimed])
     except TemporaryError as exc:
+        refused = exc.provider if isinstance(exc, CredentialsRefused) else None
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
         result = PushResult(deferred=dict.fromkeys(leads, _error(exc)), retry_after=retry_after)
     except PermanentError as exc:
@@ -96,7 +113,7 @@ def _push(
                 _push(database, crm, [c for c in claimed if c.lead_id == lead_id], now, report)
             return
         result = PushResult(rejected={leads[0]: _error(exc)})
-    _record(database, claimed, result, now, report)
+    _record(database, claimed, result, now, report, refused)
 
 
 def _record(
@@ -105,7 +122,9 @@ def _record(
     result: PushResult,
     now: datetime,
     report: PushReport,
+    refused: str | None = None,
 ) -> None:
+    """`refused`: the CRM (by name) refused our credentials; it is held with the rest."""
     by_lead: dict[str, list[store.Claimed]] = {}
     for change in claimed:
         by_lead.setdefault(change.lead_id, []).append(change)
@@ -117,6 +136,13 @@ def _record(
         if outage:
             store.hold(session, now + together, now)
             report.held_until = now + together
+        if outage and refused is not None:
+            hold_provider(session, refused, now + together, now)
+            report.refused_by = refused
+            log.error("the CRM (%s) refused our credentials: nothing is pushed until %s, then "
+                      "one probe; %d change(s) wait, none is lost. Fix the token (HubSpot: "
+                      "NURTURE_HUBSPOT_TOKEN)", refused, (now + together).isoformat(),
+                      len(claimed))  # fmt: skip
         for lead_id, changes in by_lead.items():
             ids = [c.id for c in changes]
             report.contacts.add(lead_id)

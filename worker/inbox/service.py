@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from integrations.imap import ImapMailbox, ImapSettings, settings_from
+from integrations.imap import ImapError, ImapMailbox, ImapSettings, settings_from
 from worker.inbox import repository as store
 from worker.inbox.classify import Inbound, Kind, classify
 from worker.ingest.repository import lead_identity
@@ -40,6 +42,8 @@ from worker.store.tables import LeadRow, StepRunRow
 log = logging.getLogger("nurture.inbox")
 BATCH = 200
 """Messages read per poll at most: a backlog drains over a few polls."""
+IDLE_SECONDS = 25 * 60.0
+"""IDLE is re-issued well before the 29 minutes after which a server may end it (RFC 2177)."""
 OURS = re.compile(r"^<([0-9a-f]{32})@[^<>@\s]+>$")
 """The Message-ID every email gets (worker.sending.email.message_id): `<{step_run_id}@{domain}>`;
 the step run must exist for a match."""
@@ -85,33 +89,79 @@ class Polled:
         return f"read {self.read} message(s): {kinds}; {events}"
 
 
-def poll(runtime: Runtime, clock: Clock = utcnow) -> Polled:
-    """One pass over the mailbox from where the last one stopped."""
+def mailbox_settings(runtime: Runtime) -> ImapSettings:
     options = settings_from(runtime.config)
     if options is None:
         raise InboxNotConfigured("set NURTURE_IMAP_HOST (and _USERNAME, _PASSWORD) first")
-    polled = Polled()
+    return options
+
+
+def poll(runtime: Runtime, clock: Clock = utcnow) -> Polled:
+    """One pass over the mailbox from where the last one stopped."""
+    options = mailbox_settings(runtime)
     with ImapMailbox(options) as mailbox:
-        with transaction(runtime.database) as session:
-            stored = store.position(session, options.name)
-        # a new UIDVALIDITY means the folder's UIDs were reassigned: read it all again (the
-        # events' idempotency ids keep what was emitted before from being emitted again)
-        last = stored[1] if stored is not None and stored[0] == mailbox.uidvalidity else 0
-        for uid in mailbox.uids_after(last, BATCH):
-            raw = mailbox.fetch(uid)
-            if raw is None:
-                continue
-            polled.read += 1
-            handled = handle(runtime, options, mailbox.uidvalidity, uid, raw, clock())
-            if handled is None:
-                polled.skipped += 1
-                continue
-            polled.kinds[handled.kind.value] += 1
-            if handled.event:
-                polled.events[handled.event] += 1
-            if handled.kind is not Kind.UNPARSEABLE:
-                mark_processed(runtime, mailbox, uid)
+        return poll_mailbox(runtime, options, mailbox, clock)
+
+
+def poll_mailbox(
+    runtime: Runtime, options: ImapSettings, mailbox: ImapMailbox, clock: Clock = utcnow
+) -> Polled:
+    """One pass over an open mailbox from where the last one stopped."""
+    polled = Polled()
+    with transaction(runtime.database) as session:
+        stored = store.position(session, options.name)
+    # a new UIDVALIDITY means the folder's UIDs were reassigned: read it all again (the
+    # events' idempotency ids keep what was emitted before from being emitted again)
+    last = stored[1] if stored is not None and stored[0] == mailbox.uidvalidity else 0
+    for uid in mailbox.uids_after(last, BATCH):
+        raw = mailbox.fetch(uid)
+        if raw is None:
+            continue
+        polled.read += 1
+        handled = handle(runtime, options, mailbox.uidvalidity, uid, raw, clock())
+        if handled is None:
+            polled.skipped += 1
+            continue
+        polled.kinds[handled.kind.value] += 1
+        if handled.event:
+            polled.events[handled.event] += 1
+        if handled.kind is not Kind.UNPARSEABLE:
+            mark_processed(runtime, mailbox, uid)
     return polled
+
+
+def watch(
+    runtime: Runtime,
+    stop: threading.Event,
+    on_poll: Callable[[Polled], None] = lambda polled: None,
+    *,
+    idle_seconds: float = IDLE_SECONDS,
+    retry_seconds: float = 30.0,
+    clock: Clock = utcnow,
+) -> None:
+    """Keep the mailbox read until `stop` is set: poll, then wait with IDLE until something
+    arrives (re-issued every `idle_seconds`), and poll again; without IDLE, poll every
+    NURTURE_INBOX_POLL_INTERVAL. A lost connection or database is logged and tried again
+    after `retry_seconds`: the stored position says where to go on."""
+    options = mailbox_settings(runtime)
+    while not stop.is_set():
+        try:
+            with ImapMailbox(options) as mailbox:
+                if not mailbox.can_idle:
+                    log.info("inbox: %s offers no IDLE; polling every %.0f s", options.host,
+                             runtime.config.inbox_poll_interval)  # fmt: skip
+                while not stop.is_set():
+                    polled = poll_mailbox(runtime, options, mailbox, clock)
+                    on_poll(polled)
+                    if polled.read + polled.skipped >= BATCH:
+                        continue  # a backlog: read on before waiting
+                    if mailbox.can_idle:
+                        mailbox.wait_for_news(idle_seconds, stop.is_set)
+                    else:
+                        stop.wait(runtime.config.inbox_poll_interval)
+        except (ImapError, SQLAlchemyError) as exc:
+            log.warning("inbox: %s; trying again in %.0f s", exc, retry_seconds)
+            stop.wait(retry_seconds)
 
 
 def mark_processed(runtime: Runtime, mailbox: ImapMailbox, uid: int) -> None:

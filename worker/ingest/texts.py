@@ -1,6 +1,7 @@
 """Twilio's deliveries recorded: a status callback moves a sent message's status forward (and
-emits `sms_delivered` or `sms_failed`); an inbound text is ingested, a WhatsApp one opening the
-lead's 24-hour window. Each is one transaction under the lead's lock."""
+emits `sms_delivered` or `sms_failed`); a callback naming a step run left `unknown` confirms it
+sent; an inbound text is ingested, a WhatsApp one opening the lead's 24-hour window. Each is
+one transaction under the lead's lock."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from worker.ingest.sources.twilio import Inbound, moves_forward, status_events
 from worker.runtime.process import Runtime
 from worker.store.locks import lock_lead
 from worker.store.messages import find_by_provider_id, set_status
-from worker.store.tables import LeadRow
+from worker.store.tables import LeadRow, MessageRow, StepRunRow
+from worker.world.confirm import Confirmation, confirm_sent
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,24 @@ class StatusRecorded:
     """The stored status now; None for an unknown message."""
     changed: bool
     events: list[str] = field(default_factory=list)
+    confirmed: bool = False
+    """The callback confirmed sent a step run left `unknown`."""
 
 
 def record_status(
-    runtime: Runtime, params: Mapping[str, str], message_sid: str, status: str
+    runtime: Runtime,
+    params: Mapping[str, str],
+    message_sid: str,
+    status: str,
+    step_run_id: str | None = None,
 ) -> StatusRecorded:
-    """A status callback: the message's status moves forward only; an unknown message changes
-    nothing."""
+    """A status callback: the message's status moves forward only. A message we never recorded
+    changes nothing, unless the callback names (in its URL, which Twilio signs) a step run left
+    `unknown` for the number it went to: that step is then confirmed sent."""
     return atomically(
         runtime,
         lambda session, now: _record_status(
-            runtime.engine, session, now, params, message_sid, status
+            runtime.engine, session, now, params, message_sid, status, step_run_id
         ),
     )
 
@@ -52,8 +61,13 @@ def _record_status(
     params: Mapping[str, str],
     message_sid: str,
     status: str,
+    step_run_id: str | None = None,
 ) -> StatusRecorded:
     found = find_by_provider_id(session, message_sid)
+    confirmed = False
+    if found is None and step_run_id:
+        found = _confirm_unknown(engine, session, now, params, message_sid, step_run_id)
+        confirmed = found is not None
     if found is None:
         return StatusRecorded(message_sid=message_sid, status=None, changed=False)
     # the lead's lock serializes this with other callbacks and sends for the same lead; the
@@ -63,7 +77,9 @@ def _record_status(
     assert message is not None
     current = message.status
     if not moves_forward(current, status):
-        return StatusRecorded(message_sid=message_sid, status=current, changed=False)
+        return StatusRecorded(
+            message_sid=message_sid, status=current, changed=confirmed, confirmed=confirmed
+        )
     set_status(session, message, status, now)
     record_message_status(session, lead_row, message, status, now)
     emitted = []
@@ -75,7 +91,40 @@ def _record_status(
             event = EventIn(id=key, type=kind, lead=identity, properties=properties)
             if not ingest(session, engine, event, now, source="twilio").duplicate:
                 emitted.append(kind)
-    return StatusRecorded(message_sid=message_sid, status=status, changed=True, events=emitted)
+    return StatusRecorded(
+        message_sid=message_sid, status=status, changed=True, events=emitted, confirmed=confirmed
+    )
+
+
+def _confirm_unknown(
+    engine: Engine,
+    session: Session,
+    now: datetime,
+    params: Mapping[str, str],
+    message_sid: str,
+    step_run_id: str,
+) -> MessageRow | None:
+    """The message the step run left `unknown`, now recorded as Twilio accepted it, when the
+    run is an unknown text to the callback's `To`; else None."""
+    row = session.get(StepRunRow, step_run_id)
+    if row is None or row.status != "unknown" or row.channel not in ("sms", "whatsapp"):
+        return None
+    lead_row = session.get(LeadRow, row.lead_id)
+    to = params.get("To", "").strip()
+    if lead_row is None or not lead_row.phone or _number(to) != lead_row.phone:
+        return None  # not the number that step was for: not our record to complete
+    confirmation = Confirmation(
+        step_run_id=step_run_id,
+        provider_message_id=message_sid,
+        status="accepted",  # the callback's own status then moves it on, with its events
+        sent_at=row.claimed_at or now,
+        to=lead_row.phone,
+    )
+    return confirm_sent(session, engine, confirmation, now)
+
+
+def _number(address: str) -> str:
+    return address.split(":", 1)[1].strip() if address.lower().startswith("whatsapp:") else address
 
 
 def record_inbound(runtime: Runtime, inbound: Inbound) -> Ingested:

@@ -4,11 +4,11 @@ render every part, and move the ones that go `queued → claimed` by compare-and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
-from worker.engine.checks import Finish, Go, Switches, Wait
+from worker.engine.checks import MESSAGE_CHANNELS, Finish, Go, Switches, Wait
 from worker.engine.state import Outcome, StepRun, StepStatus
 from worker.kit.clock import Clock
 from worker.kit.signing import unsubscribe_url
@@ -24,6 +24,8 @@ from worker.store.tables import StepRunRow
 from worker.store.worlds import Loaded, load_worlds
 from worker.world.unit import finish
 
+LATEST = datetime.max.replace(tzinfo=UTC)
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -37,7 +39,8 @@ def claim(
     runtime: Runtime, step_run_ids: list[str], clock: Clock
 ) -> tuple[dict[str, str], list[Claimed]]:
     """Check, render and claim every step that may go; the others are put back or finished.
-    Returns what happened to those that do not go, and the claimed ones in the given order."""
+    Returns what happened to those that do not go, and the claimed ones in the order they were
+    checked (`in_turn`)."""
     results: dict[str, str] = {}
     ready: list[Claimed] = []
     with transaction(runtime.database) as session:
@@ -46,13 +49,16 @@ def claim(
         now = clock()
         worlds = load_worlds(session, lead_rows.values(), now)
         switches = read_switches(session)
-        for step_run_id in step_run_ids:
+        for step_run_id in in_turn(runtime, worlds, leads, step_run_ids):
             loaded = worlds.get(leads.get(step_run_id, ""))
             checked = _check(runtime, session, loaded, step_run_id, switches, now)
             if isinstance(checked, str):
                 results[step_run_id] = checked
-            else:
-                ready.append(checked)
+                continue
+            ready.append(checked)
+            if loaded is not None and checked.composed.channel in MESSAGE_CHANNELS:
+                # on its way: the caps of the lead's next step in this batch count it
+                loaded.world.lead.sends.append((now, checked.composed.channel))
         lease = timedelta(seconds=runtime.config.lease_seconds)
         moved = mark_claimed(session, [each.step_run_id for each in ready], now, lease)
     claimed = []
@@ -62,6 +68,26 @@ def claim(
         else:
             results[each.step_run_id] = "claimed elsewhere"
     return results, claimed
+
+
+def in_turn(
+    runtime: Runtime, worlds: dict[str, Loaded], leads: dict[str, str], step_run_ids: list[str]
+) -> list[str]:
+    """The batch in the order `nurture simulate` takes due steps: by due time, then by the
+    place of the step in its lead's world (enrollments in the order they were made, steps in
+    file order), so two steps of one lead due at once go in the same order in both."""
+    places: dict[str, int] = {}
+    for loaded in worlds.values():
+        for place, run in enumerate(runtime.engine.due_runs(loaded.world)):
+            places[run.id or ""] = place
+
+    def turn(step_run_id: str) -> tuple[datetime, int]:
+        loaded = worlds.get(leads.get(step_run_id, ""))
+        row = loaded.run_rows.get(step_run_id) if loaded else None
+        due = row.due_at if row is not None and row.due_at is not None else LATEST
+        return due, places.get(step_run_id, 0)
+
+    return sorted(step_run_ids, key=turn)
 
 
 def _check(
@@ -87,6 +113,7 @@ def _check(
     decision = engine.check(loaded.world, run, now, switches)
     if isinstance(decision, Wait):
         engine.wait(run, decision)
+        run.reason = decision.why  # shown on the lead while it waits: cap, window, paused …
         row.hold = decision.why if decision.until is None else None
         _release(row)
         finish(session, engine, loaded, Outcome(), now)
@@ -98,9 +125,10 @@ def _check(
     try:
         composed = _compose(runtime, loaded, run, decision, now)
     except RenderError as exc:
-        outcome = engine.record_finished(loaded.world, run, StepStatus.FAILED, "render_error", now)
+        reason = getattr(exc, "reason", "render_error")  # too_long for an SMS over its parts
+        outcome = engine.record_finished(loaded.world, run, StepStatus.FAILED, reason, now)
         finish(session, engine, loaded, outcome, now)
-        return f"failed (render_error: {exc})"
+        return f"failed ({reason}: {exc})"
     return Claimed(step_run_id, loaded.lead_row.id, composed, decision.address)
 
 

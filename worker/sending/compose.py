@@ -1,6 +1,8 @@
 """Turn a step the engine let go into what a provider receives: rendered email, text or task.
 
-One place for the template context, so `simulate`, `preview` and the worker render alike.
+One place for the template context, so `simulate`, `preview` and the worker render alike. An
+SMS longer than `nurture validate` allows for the sample lead is refused here too (`TooLong`),
+before any provider sees it: a real lead's data can make it longer than the sample did.
 """
 
 from __future__ import annotations
@@ -10,8 +12,25 @@ from datetime import datetime
 from typing import Any
 
 from worker.definitions import models
+from worker.definitions.catalog import MAX_SMS_SEGMENTS
 from worker.engine.checks import Go
+from worker.kit.problems import Problem
+from worker.rendering.errors import RenderError
 from worker.rendering.templates import Channel, RenderedEmail, Templates
+from worker.rendering.text import sms_segments
+
+
+class TooLong(RenderError):
+    """An SMS over MAX_SMS_SEGMENTS parts for this lead: the step fails with reason `too_long`
+    (the message names the count and the limit); nothing is sent."""
+
+    reason = "too_long"
+
+    def __init__(self, problem: Problem, segments: int = 0, limit: int = MAX_SMS_SEGMENTS):
+        super().__init__(problem)
+        self.args = (problem, segments, limit)  # survives pickling whole, like RenderError
+        self.segments = segments
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,8 @@ def compose(
     if go.channel in ("sms", "whatsapp") and isinstance(content, str):
         channel: Channel = "sms" if go.channel == "sms" else "whatsapp"
         body = templates.render_text(channel, content, values)
+        if channel == "sms":
+            check_length(templates, content, body)
         return Composed(go.channel, body=body, to=go.address)
     if isinstance(content, models.WhatsappTemplate):
         variables = {k: templates.render_string(v, values) for k, v in content.variables.items()}
@@ -80,3 +101,15 @@ def compose(
         email = templates.render_email(content.template, values, derive_text=derive_text)
         return Composed("notify", subject=email.subject, email=email, to=content.email)
     raise ValueError(f"nothing to compose for channel {go.channel!r}")
+
+
+def check_length(templates: Templates, name: str, body: str) -> None:
+    """Raise TooLong for an SMS body over the segment limit `nurture validate` applies."""
+    count = sms_segments(body)
+    if count > MAX_SMS_SEGMENTS:
+        message = (
+            f"too_long: {count} SMS segments for this lead; at most {MAX_SMS_SEGMENTS} "
+            "are allowed: shorten the template or what it shows"
+        )
+        problem = Problem(templates.path("sms", name), 1, 1, message)
+        raise TooLong(problem, count, MAX_SMS_SEGMENTS)

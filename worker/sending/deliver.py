@@ -1,5 +1,14 @@
-"""Handing claimed step runs over to their providers: `claimed → sending` by compare-and-set,
-committed before the provider is called; a rate-limited channel waits for its slot first."""
+"""Handing claimed step runs over to their providers, one message at a time.
+
+Each message is marked `claimed → sending` by compare-and-set (committed) just before its
+provider is called, and what the provider said is recorded in the same transaction that
+hands the next one over (`desk.py`; the last one's in a transaction of its own). So at any
+instant at most one message of a process is `sending` with its outcome not on disk: a worker
+killed anywhere leaves at most that one `unknown`; the rest are recorded, or still `claimed`
+(the sweeper gives them back). A rate-limited channel waits for its slot while the step is
+only `claimed`, with the previous answer recorded before the wait; a channel whose provider is
+held (it refused our credentials, `holds.py`) is not called: its steps go back to pending.
+"""
 
 from __future__ import annotations
 
@@ -13,67 +22,71 @@ from integrations.ports import (
     TemporaryError,
     TextMessage,
 )
+from worker.kit.clock import Clock
 from worker.runtime.process import Runtime
 from worker.sending.claim import Claimed
+from worker.sending.desk import Desk, Said
 from worker.sending.email import email_message
-from worker.store.db import transaction
-from worker.store.locks import lock_leads
-from worker.store.steps import mark_sending
+from worker.sending.faults import fault, stops_at
+from worker.sending.holds import held_channels
+from worker.sending.record import Answer
+from worker.store.steps import Accepted
 
 log = logging.getLogger("nurture")
-Delivered = SendResult | TemporaryError | PermanentError
 
 
-def deliver_all(
-    runtime: Runtime, claimed: list[Claimed], results: dict[str, str]
-) -> list[tuple[Claimed, Delivered]]:
-    """Hand every claimed step over and send it: what each provider said, to be recorded.
-    Steps that never reach a provider, or whose fate is unknown, are noted in `results`."""
-    # a rate-limited channel waits for its slot before each hand-over, so no message sits
-    # `sending` while it waits (a worker killed there would leave it `unknown`, never sent);
-    # the rest are handed over together
-    free: list[Claimed] = []
-    limited: list[Claimed] = []
-    for each in claimed:
-        (limited if runtime.rate_limited(each.composed.channel) else free).append(each)
-    delivered: list[tuple[Claimed, Delivered]] = []
-    _send(runtime, free, results, delivered)
-    for each in limited:
-        try:
-            runtime.throttle(each.composed.channel)
-        except RateLimited as exc:  # booked beyond the longest wait: back to pending
-            delivered.append((each, exc))
-            continue
-        _send(runtime, [each], results, delivered)
-    return delivered
+def hand_over(
+    runtime: Runtime, claimed: list[Claimed], results: dict[str, str], clock: Clock
+) -> list[tuple[Claimed, Accepted]]:
+    """Hand every claimed step over, one at a time, recording each answer before the next
+    hand-over. Returns the accepted ones with what their message rows say, for the
+    write-back; the others' results (failed, retry, stopped, in doubt) go to `results`."""
+    held = held_channels(runtime, {each.composed.channel for each in claimed}, clock())
+    with Desk(runtime, results, clock) as desk:
+        said: Said | None = None
+        for number, each in enumerate(claimed, 1):
+            if each.composed.channel in held:  # its provider refused our credentials: it waits
+                desk.commit(said)
+                said = (each, held[each.composed.channel])
+                continue
+            limited = runtime.rate_limited(each.composed.channel)
+            if limited or stops_at(runtime, "mid_batch", number - 1):
+                desk.commit(said)  # nothing waits unrecorded: not for a rate slot, not a fault
+                said = None
+                fault(runtime, "mid_batch", number - 1)
+            if limited:
+                try:
+                    runtime.throttle(each.composed.channel)
+                except RateLimited as exc:  # booked beyond the longest wait: back to pending
+                    said = (each, exc)
+                    continue
+            handed = desk.commit(said, each)
+            said = None
+            if not handed:
+                results[each.step_run_id] = "stopped before hand-over"
+                continue
+            answer = _call(runtime, each, results)
+            if answer is None:
+                continue
+            if isinstance(answer, SendResult):
+                fault(runtime, "after_send", number)
+            said = (each, answer)
+        desk.commit(said)
+        return desk.accepted
 
 
-def _send(
-    runtime: Runtime,
-    claimed: list[Claimed],
-    results: dict[str, str],
-    delivered: list[tuple[Claimed, Delivered]],
-) -> None:
-    """Hand the claimed steps over in one transaction, then give each to its provider."""
-    if not claimed:
-        return
-    with transaction(runtime.database) as session:
-        # under the leads' locks, like every change to a lead: an exit that already read the
-        # row as `claimed` must finish before this, or see `sending` and leave it alone
-        lock_leads(session, (each.lead_id for each in claimed))
-        handed = mark_sending(session, [each.step_run_id for each in claimed])
-    for each in claimed:
-        if each.step_run_id not in handed:
-            results[each.step_run_id] = "stopped before hand-over"
-            continue
-        try:
-            delivered.append((each, deliver(runtime, each)))
-        except (TemporaryError, PermanentError) as exc:
-            delivered.append((each, exc))
-        except Exception as exc:  # the provider may or may not have it: never resend
-            log.exception("step run %s: sending failed unexpectedly; it will turn `unknown`",
-                          each.step_run_id)  # fmt: skip
-            results[each.step_run_id] = f"error ({exc})"
+def _call(runtime: Runtime, claimed: Claimed, results: dict[str, str]) -> Answer | None:
+    """What the provider said; None when it may or may not have the message (left `sending`:
+    the sweeper marks it `unknown`, never resent)."""
+    try:
+        return deliver(runtime, claimed)
+    except (TemporaryError, PermanentError) as exc:
+        return exc
+    except Exception as exc:
+        log.exception("step run %s: sending failed unexpectedly; it will turn `unknown`",
+                      claimed.step_run_id)  # fmt: skip
+        results[claimed.step_run_id] = f"error ({exc})"
+        return None
 
 
 def deliver(runtime: Runtime, claimed: Claimed) -> SendResult:

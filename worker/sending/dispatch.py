@@ -1,13 +1,16 @@
 """Finding due steps for the workers: the dispatcher leases due rows in batches (backpressure:
-never more in flight than `dispatch_batch`), and the sweeper re-queues what a lost message held
-and marks `unknown` what was handed to a provider and never recorded.
+never more in flight than `dispatch_batch`), and the sweeper re-queues what a lost message held,
+writes back accepted sends a dead worker left, and marks `unknown` what was handed to a
+provider with no answer recorded.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from worker.runtime.process import Runtime
+from worker.sending.complete import complete_accepted
 from worker.store.db import transaction
 from worker.store.steps import Swept, claim_due, in_flight, sweep
 
@@ -26,7 +29,9 @@ def lease_due(runtime: Runtime, now: datetime) -> list[list[str]]:
 
 
 def sweep_steps(runtime: Runtime, now: datetime) -> Swept:
-    """Re-queue expired leases; steps `sending` for longer than `unknown_after` become unknown."""
+    """Re-queue expired leases; write back accepted sends older than a lease; steps `sending`
+    with no answer for longer than `unknown_after` become unknown."""
     unknown_after = timedelta(seconds=runtime.config.unknown_after_seconds)
     with transaction(runtime.database) as session:
-        return sweep(session, now, unknown_after)
+        swept = sweep(session, now, unknown_after)
+    return replace(swept, completed=complete_accepted(runtime, now))

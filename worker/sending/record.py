@@ -1,5 +1,7 @@
-"""Recording what the providers said about handed-over step runs: sent, a retry with backoff,
-or failed; in one transaction for the batch, else one step at a time."""
+"""Recording what a provider said about one handed-over step run, durably, before the next one
+is handed over: an acceptance cheaply (its message row, one INSERT), a retry with backoff or a
+failure through the lead's world at once (rare, and they release or finish steps). The
+write-back of acceptances into the worlds is `complete.py`."""
 
 from __future__ import annotations
 
@@ -7,19 +9,24 @@ import logging
 import random
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection
 from sqlmodel import Session
 
-from integrations.ports import RateLimited, SendResult, TemporaryError
+from integrations.ports import (
+    CredentialsRefused,
+    PermanentError,
+    RateLimited,
+    SendResult,
+    TemporaryError,
+)
 from worker.engine.state import Outcome, StepRun, StepStatus
 from worker.kit.backoff import backoff
-from worker.kit.clock import Clock
 from worker.kit.ids import new_id
 from worker.runtime.process import Runtime
 from worker.sending.claim import Claimed, find_run
-from worker.sending.deliver import Delivered
-from worker.store.db import transaction
+from worker.sending.holds import note_refused
 from worker.store.locks import lock_leads
-from worker.store.tables import MessageRow
+from worker.store.steps import add_message
 from worker.store.worlds import Loaded, load_worlds
 from worker.world.unit import finish
 
@@ -29,79 +36,52 @@ FIRST_RETRY = 30.0
 """Seconds before the first retry of a temporary failure: 30 s, 1 min, 2 min …"""
 LONGEST_RETRY = 3600.0
 
-
-def record(
-    runtime: Runtime, delivered: list[tuple[Claimed, Delivered]], clock: Clock
-) -> dict[str, str]:
-    """Record what the providers said, in one transaction; alone, a step at a time, if the
-    batch cannot be recorded together."""
-    try:
-        with transaction(runtime.database) as session:
-            return _record_all(runtime, session, delivered, clock)
-    except Exception:
-        if len(delivered) == 1:
-            raise
-        log.exception("recording %d sends together failed: recording each alone", len(delivered))
-    results: dict[str, str] = {}
-    for item in delivered:
-        try:
-            results.update(record(runtime, [item], clock))
-        except Exception as exc:  # left `sending`: the sweeper marks it unknown
-            log.exception("step run %s was handed over and could not be recorded",
-                          item[0].step_run_id)  # fmt: skip
-            results[item[0].step_run_id] = f"error ({exc})"
-    return results
+Answer = SendResult | TemporaryError | PermanentError
+"""What a provider said about one message (or our own rate limit, before the hand-over)."""
 
 
-def _record_all(
-    runtime: Runtime, session: Session, delivered: list[tuple[Claimed, Delivered]], clock: Clock
-) -> dict[str, str]:
-    lead_rows = lock_leads(session, (claimed.lead_id for claimed, _ in delivered))
-    now = clock()
-    worlds = load_worlds(session, lead_rows.values(), now)
-    results = {}
-    for claimed, outcome in delivered:
-        loaded = worlds[claimed.lead_id]
-        run = find_run(loaded, claimed.step_run_id)
-        if isinstance(outcome, SendResult):
-            found = record_sent(runtime, session, loaded, run, claimed, outcome, now)
-        elif isinstance(outcome, TemporaryError):
-            found = record_temporary(runtime, session, loaded, run, outcome, now)
-        else:
-            code = outcome.code or "permanent"
-            found = record_failure(runtime, session, loaded, run, code, outcome.suppress, now)
-        results[claimed.step_run_id] = found
-    return results
-
-
-def record_sent(
-    runtime: Runtime,
-    session: Session,
-    loaded: Loaded,
-    run: StepRun,
-    claimed: Claimed,
-    result: SendResult,
-    now: datetime,
+def record_answer(
+    runtime: Runtime, connection: Connection, claimed: Claimed, answer: Answer, now: datetime
 ) -> str:
-    outcome = runtime.engine.record_sent(loaded.world, run, now, subject=claimed.composed.subject)
-    finish(session, runtime.engine, loaded, outcome, now)
-    row = loaded.run_rows[claimed.step_run_id]
-    row.provider_message_id = result.provider_message_id
-    row.lease_until = None
-    session.add(
-        MessageRow(
-            id=new_id(),
-            step_run_id=claimed.step_run_id,
-            lead_id=claimed.lead_id,
-            channel=claimed.composed.channel,
-            to=claimed.composed.to,
-            subject=claimed.composed.subject,
-            body=claimed.composed.body,
-            provider_message_id=result.provider_message_id,
-            segments=result.segments,
-            sent_at=now,
-            updated_at=now,
-        )
+    """Record `answer` in the connection's transaction, which holds the lead's lock."""
+    if isinstance(answer, SendResult):
+        return accept(connection, claimed, answer, now)
+    # a failure goes through the lead's world: the ORM, in the same transaction
+    with Session(bind=connection, expire_on_commit=False) as session:
+        if isinstance(answer, CredentialsRefused) and answer.code != "held":
+            note_refused(session, answer, now)  # every worker holds that provider now
+        lead_row = lock_leads(session, [claimed.lead_id])[claimed.lead_id]
+        loaded = load_worlds(session, [lead_row], now)[lead_row.id]
+        run = find_run(loaded, claimed.step_run_id)
+        if isinstance(answer, TemporaryError):
+            found = record_temporary(runtime, session, loaded, run, answer, now)
+        else:
+            code = answer.code or "permanent"
+            found = record_failure(runtime, session, loaded, run, code, answer.suppress, now)
+        session.flush()
+    return found
+
+
+def accept(connection: Connection, claimed: Claimed, result: SendResult, now: datetime) -> str:
+    """The provider has the message: its message row (when, under which id, what) is the
+    durable record, and caps count it from here on. The step turns `sent` in the write-back."""
+    composed = claimed.composed
+    add_message(
+        connection,
+        {
+            "id": new_id(),
+            "step_run_id": claimed.step_run_id,
+            "lead_id": claimed.lead_id,
+            "channel": composed.channel,
+            "to": composed.to,
+            "subject": composed.subject,
+            "body": composed.body,
+            "provider_message_id": result.provider_message_id,
+            "status": "accepted",
+            "segments": result.segments,
+            "sent_at": now,
+            "updated_at": now,
+        },
     )
     return "sent"
 

@@ -1,33 +1,38 @@
 """Sending step runs: claim, check, render, hand over, record (SPEC §8).
 
-A send task carries a few step runs (a batch from one dispatcher tick); each phase treats them
-together, in one transaction, with their leads locked in id order:
+A send task carries a few step runs (a batch from one dispatcher tick):
 
-1. Claim (`claim`): re-read the rows and the leads' worlds, run the send-time checks; a wait
-   puts the row back with its new due time, a finish records it; otherwise render every part
-   and move the row `queued → claimed` by compare-and-set.
-2. Hand over (`deliver`): `claimed → sending` by compare-and-set, committed before the provider
-   is called. An exit or pause committed before this point stops the step.
-3. Send each message, then record every outcome (`record`). A crash between the provider
-   accepting and the record leaves the row `sending`: the sweeper marks it `unknown`, never
-   resent.
+1. Claim (`claim`), in one transaction with their leads locked in id order: re-read the rows
+   and the leads' worlds, run the send-time checks (a send claimed or handed over and not
+   recorded yet counts for the caps, one claimed earlier in the batch too); a wait puts the
+   row back with its new due time, a finish records it; otherwise render every part and move
+   the row `queued → claimed` by compare-and-set.
+2. Hand over (`deliver`), one message at a time: `claimed → sending` by compare-and-set,
+   committed just before its provider is called, in the same transaction that records what
+   the provider said about the previous one (an acceptance: its message row, with the
+   provider's id and time). An exit or pause committed before the hand-over stops the step.
+   A crash between the provider accepting and that record leaves one row `sending` with no
+   message: the sweeper marks it `unknown`, never resent.
+3. Write back (`complete`): the accepted sends turn `sent` in their leads' worlds (next step,
+   timeline, CRM outbox), together; if the worker dies first, the sweeper does it, once.
 
-A step that breaks a phase for its batch (a bug, a row that vanished) is retried alone, so it
-cannot hold the others back.
+A step that breaks the claim for its batch (a bug, a row that vanished) is retried alone, so
+it cannot hold the others back.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from worker.kit.clock import Clock, utcnow
 from worker.runtime.process import Runtime
 from worker.sending.claim import claim
-from worker.sending.deliver import deliver_all
-from worker.sending.record import record
+from worker.sending.complete import write_back
+from worker.sending.deliver import hand_over
+from worker.sending.faults import fault
 
 log = logging.getLogger("nurture")
+__all__ = ["fault", "send_step", "send_steps"]
 
 
 def send_step(runtime: Runtime, step_run_id: str, clock: Clock = utcnow) -> str:
@@ -48,10 +53,10 @@ def send_steps(runtime: Runtime, step_run_ids: list[str], clock: Clock = utcnow)
     if not claimed:
         return results
     fault(runtime, "after_claim")
-    delivered = deliver_all(runtime, claimed, results)
-    if delivered:
-        fault(runtime, "after_send")
-        results.update(record(runtime, delivered, clock))
+    accepted = hand_over(runtime, claimed, results, clock)
+    if accepted:
+        fault(runtime, "before_record")
+        results.update(write_back(runtime, accepted, clock))
     return results
 
 
@@ -61,10 +66,3 @@ def _alone(runtime: Runtime, step_run_id: str, clock: Clock) -> str:
     except Exception as exc:
         log.exception("step run %s could not be sent", step_run_id)
         return f"error ({exc})"
-
-
-def fault(runtime: Runtime, point: str) -> None:
-    """Tests kill a worker here: between the claim and the hand-over, or between the
-    provider's acceptance and the record."""
-    if runtime.config.fault_point == point:
-        time.sleep(runtime.config.fault_seconds)

@@ -3,13 +3,14 @@ sequence, by wake time; a lead's messages and recent events for the views of a l
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlmodel import Session, col
 
-from worker.store.tables import EnrollmentRow, EventRow, LeadRow, MessageRow
+from worker.store.tables import EnrollmentRow, EventRow, LeadRow, MessageRow, StepRunRow
 
 
 def find_lead(
@@ -64,12 +65,24 @@ def leads_in_sequence(session: Session, sequence_id: str) -> list[str]:
     return list(rows)
 
 
-def leads_to_wake(session: Session, now: datetime, limit: int) -> list[str]:
-    """Leads that time alone changes now: a decaying score, a quiet spell, a pause ending."""
-    rows = session.execute(
-        select(col(LeadRow.id)).where(col(LeadRow.wake_at) <= now).limit(limit)
-    ).scalars()
-    return list(rows)
+def wake_query(now: datetime, limit: int, excluding: Collection[str] = ()) -> Select[LeadRow]:
+    """The leads whose wake time has come, most overdue first, locked; rows another
+    transaction holds are skipped (PostgreSQL), so overlapping ticks share the work.
+
+    A range scan of `ix_leads_wake_at` in wake order: the cost does not grow with the number
+    of leads waiting for a later time (bench/ticks.py)."""
+    statement = select(LeadRow).where(col(LeadRow.wake_at) <= now)
+    if excluding:
+        statement = statement.where(col(LeadRow.id).not_in(sorted(excluding)))
+    return statement.order_by(col(LeadRow.wake_at)).limit(limit).with_for_update(skip_locked=True)
+
+
+def lock_leads_to_wake(
+    session: Session, now: datetime, limit: int, excluding: Collection[str] = ()
+) -> list[LeadRow]:
+    """Leads that time alone changes now (a decaying score, a quiet spell, a pause ending),
+    at most `limit`, locked for this transaction; none of `excluding`."""
+    return list(session.execute(wake_query(now, limit, excluding)).scalars())
 
 
 def lead_messages(session: Session, lead_id: str, limit: int = 100) -> list[MessageRow]:
@@ -78,6 +91,16 @@ def lead_messages(session: Session, lead_id: str, limit: int = 100) -> list[Mess
         .where(col(MessageRow.lead_id) == lead_id)
         .order_by(col(MessageRow.sent_at).desc())
         .limit(limit)
+    ).scalars()
+    return list(rows)
+
+
+def enrollment_steps(session: Session, lead_id: str) -> list[StepRunRow]:
+    """Every step run of every enrollment of the lead, active or ended, in file order."""
+    rows = session.execute(
+        select(StepRunRow)
+        .where(col(StepRunRow.lead_id) == lead_id, col(StepRunRow.enrollment_id).is_not(None))
+        .order_by(col(StepRunRow.enrollment_id), col(StepRunRow.position))
     ).scalars()
     return list(rows)
 

@@ -136,6 +136,13 @@ class StepRunRow(SQLModel, table=True):
             postgresql_where=text("status IN ('queued', 'claimed', 'sending')"),
             sqlite_where=text("status IN ('queued', 'claimed', 'sending')"),
         ),
+        # the texts left in doubt, which the confirmer asks Twilio about (store/unknown.py)
+        Index(
+            "ix_step_runs_unknown",
+            "claimed_at",
+            postgresql_where=text("status = 'unknown'"),
+            sqlite_where=text("status = 'unknown'"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -234,6 +241,21 @@ class CrmChangeRow(SQLModel, table=True):
     delivery_id: str | None = Field(default=None, max_length=80)
     """Set on the first attempt; a retry sends the same changes under the same id."""
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class EnrollmentRequestRow(SQLModel, table=True):
+    """The answer to a manual enrollment (`POST /v1/enrollments`) kept under the caller's
+    Idempotency-Key: a repeat answers the same and writes nothing."""
+
+    __tablename__ = "enrollment_requests"
+
+    idempotency_key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    """sha256 of the request: the same key with another request is refused."""
+    lead_id: str = Field(index=True, max_length=32)
+    status_code: int
+    answer: dict[str, Any] = _json(dict)
+    created_at: datetime = _time(nullable=False)
 
 
 class SwitchRow(SQLModel, table=True):

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from worker.engine.checks import MESSAGE_CHANNELS
 from worker.engine.scoring import ScoreEntry, ScoreState
 from worker.engine.state import (
     Enrollment,
@@ -46,24 +47,31 @@ def load_world(session: Session, lead_row: LeadRow, now: datetime) -> Loaded:
     return load_worlds(session, [lead_row], now)[lead_row.id]
 
 
-def load_worlds(session: Session, lead_rows: Iterable[LeadRow], now: datetime) -> dict[str, Loaded]:
-    """The worlds of several leads in three queries, whatever their number."""
+def load_worlds(
+    session: Session, lead_rows: Iterable[LeadRow], now: datetime, *, sends: bool = True
+) -> dict[str, Loaded]:
+    """The worlds of several leads in three queries, whatever their number (two without
+    `sends`, for work that checks no cap: the write-back of accepted sends).
+
+    A lead's `sends` (what frequency caps count) are its recorded messages plus every step
+    claimed or handed over with no message recorded yet, at its claim time: a send on its way
+    counts before it lands, so two workers (or two steps of one batch) cannot both pass a cap.
+    Enrollments come in the order they were made (by enrollment time, then sequence id), the
+    order `nurture simulate` keeps them in, so steps due at the same instant go in the same
+    order in both."""
     found: dict[str, Loaded] = {}
     for lead_row in lead_rows:
         found[lead_row.id] = new_world(lead_row)
     if not found:
         return found
     ids = list(found)
-    sends = session.execute(
-        select(col(MessageRow.lead_id), col(MessageRow.sent_at), col(MessageRow.channel)).where(
-            col(MessageRow.lead_id).in_(ids),
-            col(MessageRow.sent_at) >= now - CAP_HORIZON,
-        )
-    ).all()
-    for lead_id, at, channel in sends:
-        found[lead_id].world.lead.sends.append((at, channel))
+    recorded = _sends(session, found, now) if sends else set()
     enrollments = session.execute(
-        select(EnrollmentRow).where(col(EnrollmentRow.lead_id).in_(ids))
+        select(EnrollmentRow)
+        .where(col(EnrollmentRow.lead_id).in_(ids))
+        .order_by(
+            col(EnrollmentRow.enrolled_at), col(EnrollmentRow.sequence_id), col(EnrollmentRow.id)
+        )
     ).scalars()
     active_ids = []
     by_enrollment: dict[str, Enrollment] = {}
@@ -90,11 +98,46 @@ def load_worlds(session: Session, lead_rows: Iterable[LeadRow], now: datetime) -
         run = _run(run_row)
         loaded = found[run_row.lead_id]
         loaded.run_rows[run_row.id] = run_row
+        on_its_way = _on_its_way(run_row)
+        if sends and on_its_way is not None and run_row.id not in recorded:
+            loaded.world.lead.sends.append(on_its_way)
         if run_row.enrollment_id is None:
             loaded.world.actions.append(run)
         else:
             by_enrollment[run_row.enrollment_id].steps.append(run)
     return found
+
+
+def _sends(session: Session, found: dict[str, Loaded], now: datetime) -> set[str]:
+    """Fill each lead's `sends` with its messages inside the longest cap window; returns the
+    step runs those messages belong to."""
+    messages = session.execute(
+        select(
+            col(MessageRow.lead_id),
+            col(MessageRow.sent_at),
+            col(MessageRow.channel),
+            col(MessageRow.step_run_id),
+        ).where(
+            col(MessageRow.lead_id).in_(list(found)),
+            col(MessageRow.sent_at) >= now - CAP_HORIZON,
+        )
+    ).all()
+    recorded = set()
+    for lead_id, at, channel, step_run_id in messages:
+        found[lead_id].world.lead.sends.append((at, channel))
+        recorded.add(step_run_id)
+    return recorded
+
+
+def _on_its_way(row: StepRunRow) -> tuple[datetime, str] | None:
+    """A message claimed or handed over, as a send at its claim time (one the provider has
+    accepted has its message row, which counts instead)."""
+    if row.status not in ("claimed", "sending"):
+        return None
+    channel = row.channel
+    if row.claimed_at is None or channel is None or channel not in MESSAGE_CHANNELS:
+        return None
+    return row.claimed_at, channel
 
 
 def new_world(lead_row: LeadRow) -> Loaded:

@@ -1,6 +1,6 @@
-"""What support and operators do to a lead: pause, resume, exit, enroll by hand, what the CRM
-asks; and the incident switches. Each action is one transaction per lead through the world unit
-of work (worker/world/unit.py), recorded on the lead's timeline.
+"""What support and operators do to a lead: pause, resume, exit, what the CRM asks; and the
+incident switches. Each action is one transaction per lead through the world unit of work
+(worker/world/unit.py), recorded on the lead's timeline. Enrolling by hand is enrollments.py.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from typing import Literal
 
 from worker.engine.core import Engine
 from worker.engine.state import Outcome
-from worker.ingest.repository import find_or_create
-from worker.ingest.schemas import LeadIn
 from worker.kit.clock import utcnow
-from worker.kit.errors import Conflict, NotFound
+from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
 from worker.store.leads import (
@@ -21,7 +19,7 @@ from worker.store.leads import (
 )
 from worker.store.switches import write_switch
 from worker.store.worlds import Loaded
-from worker.world.unit import act_locked, with_lead
+from worker.world.unit import with_lead
 
 
 def lead_id_by_email(runtime: Runtime, email: str) -> str:
@@ -64,26 +62,6 @@ def exit_lead(runtime: Runtime, lead_id: str, sequence: str, reason: str = "manu
         lead_id,
         lambda engine, loaded, now: engine.exit(loaded.world, sequence, now, reason),
     )
-
-
-def enroll_lead(runtime: Runtime, lead: LeadIn, sequence: str) -> tuple[str, Outcome]:
-    """Enroll a lead by hand, created when new: its id and what the enrollment did. Raises
-    NotFound for an unknown sequence, Conflict when the lead is already active in it."""
-    definition = runtime.catalog.sequence(sequence)
-    if definition is None:
-        raise NotFound(f"no sequence {sequence}")
-
-    def enroll(engine: Engine, loaded: Loaded, now: datetime) -> Outcome:
-        outcome = Outcome()
-        if engine.enroll(loaded.world, definition, None, now, outcome=outcome, manual=True) is None:
-            raise Conflict(f"already enrolled in {sequence}")
-        return outcome
-
-    now = utcnow()
-    with transaction(runtime.database) as session:
-        row = find_or_create(session, lead, now, "api")
-        session.flush()
-        return row.id, act_locked(session, runtime.engine, row.id, enroll, now)
 
 
 def apply_crm_command(

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from worker.engine import scoring
+from worker.engine.state import Enrollment
 from worker.kit.clock import utcnow
 from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
 from worker.store.leads import (
+    enrollment_steps,
     lead_messages,
     lead_summary,
     recent_events,
 )
-from worker.store.tables import LeadRow
+from worker.store.tables import LeadRow, StepRunRow
 from worker.store.worlds import load_world
 
 
@@ -67,27 +70,43 @@ def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
                 }
                 for e in recent_events(session, row.id)
             ],
-            "enrollments": [
-                {
-                    "id": e.id,
-                    "sequence": e.sequence_id,
-                    "key": e.key,
-                    "status": e.status,
-                    "paused": e.pause is not None,
-                    "version": e.version,
-                    "steps": [
-                        {
-                            "step": r.step_id,
-                            "status": loaded.run_rows[r.id].status if r.id else r.status.value,
-                            "channel": r.channel,
-                            "due_at": r.due_at.isoformat() if r.due_at else None,
-                            "sent_at": r.sent_at.isoformat() if r.sent_at else None,
-                            "reason": r.reason,
-                            "variant": r.variant,
-                        }
-                        for r in e.steps
-                    ],
-                }
-                for e in world.enrollments
-            ],
+            "enrollments": _enrollments(world.enrollments, enrollment_steps(session, row.id)),
         }
+
+
+def _enrollments(enrollments: list[Enrollment], runs: list[StepRunRow]) -> list[dict[str, Any]]:
+    """Every enrollment, active and ended, newest first, each with all its steps in file
+    order (a step's `status` is its row's: `queued`, `claimed` and `sending` show as such)."""
+    steps: dict[str | None, list[dict[str, Any]]] = {}
+    for r in runs:
+        steps.setdefault(r.enrollment_id, []).append(
+            {
+                "step": r.step_id,
+                "status": r.status,
+                "channel": r.channel,
+                "due_at": _iso(r.due_at),
+                "sent_at": _iso(r.sent_at),
+                "reason": r.reason,
+                "variant": r.variant,
+            }
+        )
+    newest_first = sorted(enrollments, key=lambda e: (e.enrolled_at, e.id), reverse=True)
+    return [
+        {
+            "id": e.id,
+            "sequence": e.sequence_id,
+            "key": e.key,
+            "status": e.status,
+            "paused": e.pause is not None,
+            "version": e.version,
+            "enrolled_at": e.enrolled_at.isoformat(),
+            "ended_at": _iso(e.ended_at),
+            "exit_reason": e.exit_reason,
+            "steps": steps.get(e.id, []),
+        }
+        for e in newest_first
+    ]
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
