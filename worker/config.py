@@ -6,7 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+import phonenumbers
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,11 @@ class Settings(BaseSettings):
     api_tokens: str | None = None
     default_timezone: str = "UTC"
     tracking: Literal["on", "off"] = "on"
+    default_region: str = "US"
+    """The country a phone number without a `+` code is read in by the console's search
+    (ISO 3166 two letters: US, DE, GB …)."""
+    copy_retention_days: int = Field(default=90, ge=1)
+    """How long the copy of each email as sent is kept for the console (then pruned)."""
 
     email_backend: Literal["smtp", "outbox"] = "outbox"
     smtp_host: str = "localhost"
@@ -104,6 +110,17 @@ class Settings(BaseSettings):
     fault_seconds: float = 30.0
     fault_after: int = 1
     """The message of a batch (1 = the first) at which `mid_batch` and `after_send` stop."""
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"{value[:20]!r} is not a region phone numbers are known for: give ISO 3166 "
+                "two letters, like US, DE or GB"
+            )
+        return region
 
 
 @lru_cache(maxsize=1)

@@ -7,16 +7,34 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 
+from worker.accounts.users import create_first_admin, has_users
 from worker.config import Settings, settings
 from worker.kit.signing import secret
 from worker.runtime.process import build
-from worker.store.db import database_url
+from worker.store.db import database_url, engine_for
 from worker.store.migrate import upgrade
 from worker.support.deploy import deploy
+
+NO_USERS = (
+    "The console (/console) has no users yet: add one with "
+    "`nurture users add NAME --role admin` (the password is asked for, or read from stdin)"
+)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `nurture run` prints before it starts."""
+
+    config: Settings
+    token: str | None
+    """The API token kept in the home folder, when NURTURE_API_TOKENS is unset."""
+    admin_password: str | None
+    """The first admin's one-time password, when this start created the account."""
 
 
 def prepare_home(config: Settings) -> str | None:
@@ -35,17 +53,30 @@ def prepare_home(config: Settings) -> str | None:
     return token
 
 
-def prepare_local(port: int) -> tuple[Settings, str | None]:
+def prepare_local(port: int) -> Prepared:
     """`nurture run`: the settings of one process serving on 127.0.0.1:`port`, its home
-    prepared (`prepare_home`, whose token it returns) and the sequence files deployed.
-    Raises CatalogError when the files have problems."""
+    prepared (`prepare_home`), the sequence files deployed, and on a fresh installation the
+    console's first admin (`create_first_admin`). Raises CatalogError when the files have
+    problems."""
     # links in messages (unsubscribe, tracking) must point at this server unless told otherwise
     os.environ.setdefault("NURTURE_PUBLIC_URL", f"http://127.0.0.1:{port}")
     settings.cache_clear()
     config = settings()
     token = prepare_home(config)
-    deploy(build(), reload=False)
-    return config, token
+    runtime = build()
+    deploy(runtime, reload=False)
+    return Prepared(config, token, create_first_admin(runtime.database))
+
+
+def console_users_missing(config: Settings) -> str | None:
+    """For `nurture api`: what to say when nobody can sign in to the console (production
+    creates no account by itself); None when somebody can, or the database is not migrated."""
+    from sqlalchemy import inspect
+
+    database = engine_for(database_url(config))
+    if not inspect(database).has_table("users") or has_users(database):
+        return None
+    return NO_USERS
 
 
 def serve_api(host: str, port: int) -> uvicorn.Server:

@@ -21,6 +21,7 @@ from worker.runtime.process import CatalogError, Runtime, current
 from worker.sending.confirm import confirm_unknown_texts
 from worker.sending.dispatch import lease_due, sweep_steps
 from worker.sending.service import send_step, send_steps
+from worker.support.copies import prune_old_copies
 from worker.support.deploy import deploy_if_changed
 from worker.world.ticks import wake_due_leads
 
@@ -32,6 +33,9 @@ LEAD_TICK_SECONDS = 20.0
 """How long one `leads.tick` goes on while leads are due."""
 CONFIRM_INTERVAL = 600.0
 """Seconds between asks about texts left `unknown` (sending/confirm.py)."""
+PRUNE_INTERVAL = 6 * 3600.0
+"""Seconds between prunes of email copies past their retention (a few times a day, so a
+restarted beat does not put it off by a whole day)."""
 
 
 def broker_options(config: Settings) -> dict[str, Any]:
@@ -84,6 +88,11 @@ def make_app(config: Settings | None = None) -> Celery:
                 "task": "texts.confirm",
                 "schedule": CONFIRM_INTERVAL,
                 "options": {"expires": CONFIRM_INTERVAL},
+            },
+            "prune": {
+                "task": "messages.prune",
+                "schedule": PRUNE_INTERVAL,
+                "options": {"expires": PRUNE_INTERVAL},
             },
             "crm": {
                 "task": "crm.push",
@@ -172,6 +181,12 @@ def crm_push() -> str:
         log.warning("CRM push: %d pushed, %d to retry, %d refused",
                     pushed.pushed, pushed.deferred, pushed.failed)  # fmt: skip
     return f"pushed {pushed.pushed}, retry {pushed.deferred}, refused {pushed.failed}"
+
+
+@app.task(name="messages.prune")
+def messages_prune() -> str:
+    """Drop the copies of emails sent longer ago than NURTURE_COPY_RETENTION_DAYS."""
+    return f"pruned {prune_old_copies(runtime(), utcnow())} copies"
 
 
 @app.task(name="leads.tick")

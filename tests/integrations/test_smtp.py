@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from integrations.ports import DeliveryUncertain, EmailMessage, PermanentError, TemporaryError
 from integrations.smtp import SmtpSender, SmtpSettings
-from tests.helpers import free_port, make_runtime
+from tests.helpers import daytime_zone, free_port, make_runtime
 from tests.servers.smtp import (
     Certificates,
     RawSink,
@@ -381,7 +381,8 @@ def test_outbox_versions_of_every_provider(tmp_path: Path) -> None:
     )  # fmt: skip
     client = TestClient(create_app(lambda: runtime))
     event = {"type": "signed_up", "lead": {"email": "ana@example.com", "first_name": "Ana",
-             "phone": "+4915112345678", "consent": {"sms": True}}}  # fmt: skip
+             "phone": "+4915112345678", "consent": {"sms": True},
+             "timezone": daytime_zone()}}  # fmt: skip
     response = client.post("/v1/events", json=event, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 202
     assert sorted(send_due(runtime).values()) == ["sent"] * 4

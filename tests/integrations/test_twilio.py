@@ -24,7 +24,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from typer.testing import CliRunner
 
 from integrations.twilio import TwilioSender
-from tests.helpers import free_port, make_runtime
+from tests.helpers import daytime_zone, free_port, make_runtime
 from worker.api.app import create_app
 from worker.cli.main import app as cli
 from worker.ingest.schemas import EventIn
@@ -69,13 +69,6 @@ FILES = {
     "templates/t/first.sms.j2": "Hi {{ lead.first_name }}, your trial ends soon. STOP to opt out",
     "templates/t/hello.whatsapp.j2": "Thanks for writing, {{ lead.first_name }}!",
 }
-
-
-def daytime_zone() -> str:
-    """A zone where it is now about noon: the tests run on the real clock (inbound webhooks
-    stamp real time), and SMS quiet hours (21:00–08:00 local) must not hold the steps."""
-    offset = 12 - datetime.now(UTC).hour
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
 
 
 # -- the fake ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from integrations.ports import CredentialsRefused
 from integrations.twilio import TwilioSender
-from tests.helpers import make_runtime
+from tests.helpers import daytime_zone, make_runtime
 from tests.integrations import test_twilio
 from tests.integrations.test_twilio import (
     ACCOUNT,
@@ -27,7 +27,6 @@ from tests.integrations.test_twilio import (
     SMS_FROM,
     TOKEN,
     FakeTwilio,
-    daytime_zone,
     dispatch,
     error,
     steps,

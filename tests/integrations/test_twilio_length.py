@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import daytime_zone
 from tests.integrations import test_twilio
 from tests.integrations.test_twilio import (
     FILES,
     PHONE,
     FakeTwilio,
-    daytime_zone,
     dispatch,
     messages,
     steps,

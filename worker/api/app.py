@@ -1,4 +1,5 @@
-"""The FastAPI app: events, support endpoints, health. Webhooks build on the same pieces."""
+"""The FastAPI app: events, support endpoints, health, and the console (/console). Webhooks
+build on the same pieces."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from worker import console
 from worker.api import crm, events, leads, metrics, operator, public, webhooks
 from worker.api.deps import BodyLimit, install_error_handlers
 from worker.runtime.process import Runtime, current
@@ -30,6 +32,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = current) -> FastAPI:
     app.include_router(operator.router)
     app.include_router(public.router)
     app.include_router(metrics.router)
+    console.install(app)  # /console: the router, /console/static, its refusal pages
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -109,6 +109,7 @@ def post_crm(body: VerifiedBody, runtime: RuntimeDep) -> JSONResponse:
             sequence=command.sequence,
             reason=command.reason,
             until=command.until,
+            actor="crm",
         )
     except NotFound as exc:
         return JSONResponse(error_body(str(exc), code="not_found"), status_code=404)

@@ -46,7 +46,9 @@ class ResumeRequest(Strict):
 
 
 class ExitRequest(Strict):
-    sequence: str
+    sequence: str | None = Field(
+        default=None, max_length=100, description="the sequence to leave; absent: every one"
+    )
     reason: str = Field(default="manual", max_length=200)
 
 
@@ -171,6 +173,7 @@ def pause(lead_id: str, request: PauseRequest, runtime: RuntimeDep) -> dict[str,
             reason=request.reason,
             until=request.until,
             by=request.by or "api",
+            actor="api",
         )
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
@@ -180,7 +183,7 @@ def pause(lead_id: str, request: PauseRequest, runtime: RuntimeDep) -> dict[str,
 @router.post("/leads/{lead_id}/resume", response_model=Done, responses=NOT_FOUND)
 def resume(lead_id: str, request: ResumeRequest, runtime: RuntimeDep) -> dict[str, Any]:
     try:
-        outcome = resume_lead(runtime, lead_id, sequence=request.sequence)
+        outcome = resume_lead(runtime, lead_id, sequence=request.sequence, actor="api")
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     return _done(lead_id, outcome)
@@ -188,12 +191,15 @@ def resume(lead_id: str, request: ResumeRequest, runtime: RuntimeDep) -> dict[st
 
 @router.post("/leads/{lead_id}/exit", response_model=Done, responses=NOT_FOUND)
 def exit_sequence(lead_id: str, request: ExitRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    """End the lead's enrollment in `sequence`, or in every sequence when it is absent; 404
+    when there is none to end."""
     try:
-        outcome = exit_lead(runtime, lead_id, request.sequence, request.reason)
+        outcome = exit_lead(runtime, lead_id, request.sequence, request.reason, actor="api")
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     if not outcome.exited:
-        raise HTTPException(404, detail=f"the lead is not enrolled in {request.sequence}")
+        where = request.sequence or "any sequence"
+        raise HTTPException(404, detail=f"the lead is not enrolled in {where}")
     return _done(lead_id, outcome)
 
 
@@ -225,7 +231,7 @@ def enroll(
     """Enroll a lead by hand (created when new), with the event `properties` a keyed or
     anchored sequence needs; the sequence's `reenroll:` rule holds (409 naming it)."""
     try:
-        found = enroll_by_hand(runtime, request.manual(idempotency_key))
+        found = enroll_by_hand(runtime, request.manual(idempotency_key), actor="api")
     except InvalidField as exc:
         return _invalid(exc)
     except NotFound as exc:
@@ -252,7 +258,7 @@ def enroll_batch(batch: EnrollmentBatch, runtime: RuntimeDep) -> JSONResponse:
             continue
         valid.append((len(results), parsed.manual(parsed.idempotency_key)))
         results.append(None)
-    done = enroll_each(runtime, [request for _, request in valid])
+    done = enroll_each(runtime, [request for _, request in valid], actor="api")
     for (position, _), result in zip(valid, done, strict=True):
         if isinstance(result, Refused):
             results[position] = error_body(result.message, code=result.code, fields=result.fields)

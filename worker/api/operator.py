@@ -96,7 +96,7 @@ def erase_lead(lead_id: str, runtime: RuntimeDep) -> Response:
     addresses and bodies, event properties. Anonymous rows stay, so counts add up; active
     enrollments end (reason `erased`)."""
     try:
-        privacy.erase(runtime, lead_id)
+        privacy.erase(runtime, lead_id, actor="api")
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     return Response(status_code=204)
@@ -105,7 +105,7 @@ def erase_lead(lead_id: str, runtime: RuntimeDep) -> Response:
 @router.get("/leads/{lead_id}/export", responses=NOT_FOUND)
 def export_lead(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     """All data held on the person: the lead, events, enrollments with their steps,
-    messages, timeline, queued CRM changes."""
+    messages, timeline, queued CRM changes, and the actions taken on them (who, when, why)."""
     try:
         return privacy.export(runtime, lead_id)
     except NotFound as exc:

@@ -106,7 +106,9 @@ def lead_pause(
         if end.tzinfo is None:
             fail("--until needs a time zone offset, like 2026-12-01T09:00:00Z")
     found = runtime()
-    pause_lead(found, _lead_id(found, email), sequence=sequence, reason=reason, until=end, by="cli")
+    pause_lead(
+        found, _lead_id(found, email), sequence=sequence, reason=reason, until=end, actor="cli"
+    )
     out.print(f"paused {email}" + (f" in {sequence}" if sequence else ""))
 
 
@@ -118,21 +120,23 @@ def lead_resume(
     from worker.support.service import resume_lead
 
     found = runtime()
-    resume_lead(found, _lead_id(found, email), sequence=sequence)
+    resume_lead(found, _lead_id(found, email), sequence=sequence, actor="cli")
     out.print(f"resumed {email}")
 
 
 @lead_app.command("exit")
 def lead_exit(
     email: str,
-    sequence: Annotated[str, typer.Option(help="The sequence to leave.")],
+    sequence: Annotated[
+        str | None, typer.Option(help="The sequence to leave (default: every one).")
+    ] = None,
     reason: Annotated[str, typer.Option()] = "manual",
 ) -> None:
-    """End the lead's enrollment in a sequence."""
+    """End the lead's enrollment in a sequence, or in every sequence."""
     from worker.support.service import exit_lead
 
     found = runtime()
-    outcome = exit_lead(found, _lead_id(found, email), sequence, reason)
+    outcome = exit_lead(found, _lead_id(found, email), sequence, reason, actor="cli")
     if not outcome.exited:
-        fail(f"{email} is not enrolled in {sequence}")
-    out.print(f"{email} left {sequence}")
+        fail(f"{email} is not enrolled in {sequence or 'any sequence'}")
+    out.print(f"{email} left {', '.join(sorted(set(outcome.exited)))}")

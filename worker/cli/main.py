@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import authoring, leads, operations, processes, reports
+from worker.cli import authoring, leads, operations, processes, reports, users
 
 app = typer.Typer(
     name="nurture",
@@ -26,6 +26,7 @@ app.add_typer(operations.sequences_app, name="sequences")
 app.add_typer(operations.sends_app, name="sends")
 app.add_typer(operations.inbox_app, name="inbox")
 app.add_typer(operations.crm_app, name="crm")
+app.add_typer(users.users_app, name="users")
 
 
 def main() -> None:  # pragma: no cover

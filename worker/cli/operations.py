@@ -3,6 +3,8 @@ hold and retire sequences, the incident switch, the CRM's properties, the reply 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from worker.cli.common import fail, out, runtime
@@ -14,10 +16,13 @@ inbox_app = typer.Typer(help="The reply mailbox: replies, bounces.", no_args_is_
 crm_app = typer.Typer(help="The CRM: HubSpot's custom contact properties.", no_args_is_help=True)
 
 
-def _switch(name: str, value: str) -> None:
+def _switch(name: str, value: str, reason: str | None) -> None:
     from worker.support.service import set_switch
 
-    set_switch(runtime(), name, value, by="cli")
+    set_switch(runtime(), name, value, actor="cli", reason=reason)
+
+
+Reason = Annotated[str | None, typer.Option(help="Why: kept in the audit log.")]
 
 
 @sequences_app.command("reload")
@@ -41,40 +46,40 @@ def sequences_reload() -> None:
 
 
 @sequences_app.command("pause")
-def sequences_pause(sequence_id: str) -> None:
+def sequences_pause(sequence_id: str, reason: Reason = None) -> None:
     """Hold every send of one sequence."""
-    _switch(f"sequence:{sequence_id}", "paused")
+    _switch(f"sequence:{sequence_id}", "paused", reason)
     out.print(f"{sequence_id}: paused")
 
 
 @sequences_app.command("resume")
-def sequences_resume(sequence_id: str) -> None:
-    _switch(f"sequence:{sequence_id}", "running")
+def sequences_resume(sequence_id: str, reason: Reason = None) -> None:
+    _switch(f"sequence:{sequence_id}", "running", reason)
     out.print(f"{sequence_id}: running")
 
 
 @sequences_app.command("retire")
-def sequences_retire(sequence_id: str) -> None:
+def sequences_retire(sequence_id: str, reason: Reason = None) -> None:
     """End the enrollments of a sequence whose file was removed."""
     from worker.support.deploy import retire
 
     try:
-        count = retire(runtime(), sequence_id)
+        count = retire(runtime(), sequence_id, actor="cli", reason=reason)
     except ValueError as exc:
         fail(str(exc))
     out.print(f"{sequence_id}: {count} lead(s) retired")
 
 
 @sends_app.command("pause")
-def sends_pause() -> None:
+def sends_pause(reason: Reason = None) -> None:
     """Hold every send everywhere; nothing is lost."""
-    _switch("sends", "paused")
+    _switch("sends", "paused", reason)
     out.print("every send is held: `nurture sends resume` to let them go")
 
 
 @sends_app.command("resume")
-def sends_resume() -> None:
-    _switch("sends", "running")
+def sends_resume(reason: Reason = None) -> None:
+    _switch("sends", "running", reason)
     out.print("sends resumed")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from worker.cli.common import catalog_failed, out, runtime
+from worker.cli.common import catalog_failed, err, out, runtime
 from worker.config import settings
 
 app = typer.Typer()
@@ -31,13 +31,18 @@ def run(port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 800
     from worker.runtime.process import CatalogError
 
     try:
-        config, token = prepare_local(port)
+        prepared = prepare_local(port)
     except CatalogError as exc:
         catalog_failed(exc)
-    if token:
-        out.print(f"API token (NURTURE_API_TOKENS is unset): {token}", markup=False)
-    out.print(f"Nurture on http://127.0.0.1:{port}; outbox: {config.outbox_dir.resolve()}")
-    run_all(config, port)
+    if prepared.token:
+        out.print(f"API token (NURTURE_API_TOKENS is unset): {prepared.token}", markup=False)
+    console = f"Console: http://127.0.0.1:{port}/console"
+    if prepared.admin_password:
+        console += f" — sign in as admin with one-time password {prepared.admin_password}"
+    out.print(console, markup=False, soft_wrap=True)
+    outbox = prepared.config.outbox_dir.resolve()
+    out.print(f"Nurture on http://127.0.0.1:{port}; outbox: {outbox}", markup=False)
+    run_all(prepared.config, port)
 
 
 @app.command()
@@ -49,9 +54,12 @@ def api(
     ] = 1,
 ) -> None:
     """The HTTP API (production)."""
-    from worker.processes import run_api
+    from worker.processes import console_users_missing, run_api
 
-    runtime()  # the sequence files are checked before the process starts
+    found = runtime()  # the sequence files are checked before the process starts
+    missing = console_users_missing(found.config)
+    if missing:
+        err.print(missing, markup=False)
     run_api(host, port, workers)
 
 

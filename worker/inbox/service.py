@@ -37,6 +37,7 @@ from worker.sending.email import mailto_token
 from worker.sending.reply_tokens import step_run_of_address
 from worker.store.db import transaction
 from worker.store.leads import find_lead
+from worker.store.polls import record_poll
 from worker.store.tables import LeadRow, StepRunRow
 
 log = logging.getLogger("nurture.inbox")
@@ -127,6 +128,8 @@ def poll_mailbox(
             polled.events[handled.event] += 1
         if handled.kind is not Kind.UNPARSEABLE:
             mark_processed(runtime, mailbox, uid)
+    with transaction(runtime.database) as session:
+        record_poll(session, options.name, clock())  # the operations page shows when
     return polled
 
 

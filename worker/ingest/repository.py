@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 
 from worker.ingest.schemas import LeadIn
 from worker.kit.ids import new_id
-from worker.store.leads import IDENTITIES, find_lead, named_identities
+from worker.store.leads import IDENTITIES, find_lead, named_identities, set_search_names
 from worker.store.locks import lock_leads_where
 from worker.store.tables import LeadRow
 
@@ -78,6 +78,8 @@ def merge(
         value = getattr(data, name)
         if value:
             setattr(row, name, value)
+    if data.first_name or data.last_name:
+        set_search_names(row)
     if data.attributes:
         row.attributes = {**row.attributes, **data.attributes}
     if data.consent is not None:

@@ -26,6 +26,7 @@ from worker.runtime.process import Runtime
 from worker.sending.claim import Claimed, find_run
 from worker.sending.holds import note_refused
 from worker.store.locks import lock_leads
+from worker.store.messages import pack_copy
 from worker.store.steps import add_message
 from worker.store.worlds import Loaded, load_worlds
 from worker.world.unit import finish
@@ -63,9 +64,11 @@ def record_answer(
 
 
 def accept(connection: Connection, claimed: Claimed, result: SendResult, now: datetime) -> str:
-    """The provider has the message: its message row (when, under which id, what) is the
-    durable record, and caps count it from here on. The step turns `sent` in the write-back."""
+    """The provider has the message: its message row (when, under which id, what, and for an
+    email the copy as sent) is the durable record, and caps count it from here on. The step
+    turns `sent` in the write-back."""
     composed = claimed.composed
+    email = composed.email
     add_message(
         connection,
         {
@@ -79,6 +82,7 @@ def accept(connection: Connection, claimed: Claimed, result: SendResult, now: da
             "provider_message_id": result.provider_message_id,
             "status": "accepted",
             "segments": result.segments,
+            "sent_copy": pack_copy(email.subject, email.text, email.html) if email else None,
             "sent_at": now,
             "updated_at": now,
         },

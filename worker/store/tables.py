@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -55,8 +56,16 @@ def _json_or_null() -> Any:
     return Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
+SEARCH_NAME = String(410).with_variant(String(410, collation="C"), "postgresql")
+"""Case-folded names, compared byte by byte on both databases: a prefix is an index range."""
+
+
 class LeadRow(SQLModel, table=True):
     __tablename__ = "leads"
+    __table_args__ = (
+        Index("ix_leads_search_name", "search_name"),
+        Index("ix_leads_search_last", "search_last"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     email: str | None = Field(default=None, sa_column=Column(String(320), unique=True))
@@ -84,6 +93,11 @@ class LeadRow(SQLModel, table=True):
     updated_at: datetime = _time(nullable=False)
     crm_state: dict[str, Any] | None = _json_or_null()
     """The CRM contact properties as last written to the CRM outbox (worker/crm/changes.py)."""
+    search_name: str | None = Field(default=None, sa_column=Column(SEARCH_NAME, nullable=True))
+    """"first last", case-folded (worker/store/leads.py `search_names`): the console's search
+    finds a prefix of the first name or of the whole name in its index."""
+    search_last: str | None = Field(default=None, sa_column=Column(SEARCH_NAME, nullable=True))
+    """The last name, case-folded, for a search by last name."""
 
 
 class EventRow(SQLModel, table=True):
@@ -175,6 +189,15 @@ class StepRunRow(SQLModel, table=True):
 
 class MessageRow(SQLModel, table=True):
     __tablename__ = "messages"
+    __table_args__ = (
+        # what the pruning of old copies scans: only the messages that still keep one
+        Index(
+            "ix_messages_copy_kept",
+            "sent_at",
+            postgresql_where=text("sent_copy IS NOT NULL"),
+            sqlite_where=text("sent_copy IS NOT NULL"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     step_run_id: str = Field(index=True, max_length=32)
@@ -189,6 +212,10 @@ class MessageRow(SQLModel, table=True):
     updated_at: datetime = _time(nullable=False)
     segments: int | None = None
     """SMS parts the provider counted (Twilio's num_segments); None when not known."""
+    sent_copy: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    """An email as sent: zlib-compressed JSON {subject, text, html} (worker/store/messages.py),
+    dropped after `copy_retention_days` and when the person is erased. (Not `copy`: that name
+    would shadow pydantic's `BaseModel.copy`.)"""
 
 
 class TimelineRow(SQLModel, table=True):
@@ -312,3 +339,47 @@ class InboxMessageRow(SQLModel, table=True):
     event_id: str | None = Field(default=None, max_length=32)
     detail: str | None = Field(default=None, max_length=200)
     received_at: datetime = _time(nullable=False)
+
+
+class UserRow(SQLModel, table=True):
+    """A person who signs in to the console (worker/accounts/): a role and an argon2 hash."""
+
+    __tablename__ = "users"
+
+    name: str = Field(primary_key=True, max_length=64)
+    role: str = Field(max_length=20)
+    password_hash: str = Field(max_length=200)
+    must_change_password: bool = False
+    created_at: datetime = _time(nullable=False)
+    password_changed_at: datetime = _time(nullable=False)
+    session_version: int = 1
+    """Part of every session cookie: a new password, a new role or removal ends old ones."""
+
+
+class SignInFailureRow(SQLModel, table=True):
+    """Failed sign-ins per name (`name:ana`) or client address (`ip:203.0.113.9`), kept in the
+    database so that every API process counts the same (worker/accounts/throttle.py)."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: str = Field(primary_key=True, max_length=120)
+    count: int = 0
+    first_at: datetime = _time(nullable=False)
+    locked_until: datetime | None = _time()
+
+
+class ActionRow(SQLModel, table=True):
+    """Who did what, when and why (worker/accounts/audit.py): every state-changing action of
+    support, operators and the CRM, written in the transaction of the change itself."""
+
+    __tablename__ = "actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _time(nullable=False)
+    actor: str = Field(max_length=80)
+    """`user:<name>` (the console), `api` (a bearer token), `cli`, `crm`."""
+    action: str = Field(max_length=40)
+    target: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    lead_id: str | None = Field(default=None, index=True, max_length=32)
+    details: dict[str, Any] | None = _json_or_null()

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
+from worker.accounts.audit import record_action
 from worker.definitions.catalog import SequenceDef
 from worker.engine.core import Engine
 from worker.engine.migration import Migration
@@ -22,7 +23,7 @@ from worker.store.leads import (
 )
 from worker.store.versions import deployed_versions, record_versions
 from worker.store.worlds import Loaded
-from worker.world.unit import with_lead
+from worker.world.unit import act_locked, with_lead
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,25 @@ def _migrate_lead(runtime: Runtime, lead_id: str, definition: SequenceDef) -> Mi
     return total
 
 
-def retire(runtime: Runtime, sequence_id: str) -> int:
-    """End the enrollments of a sequence whose file was removed (reason `retired`)."""
+def retire(
+    runtime: Runtime, sequence_id: str, *, actor: str = "api", reason: str | None = None
+) -> int:
+    """End the enrollments of a sequence whose file was removed (reason `retired`): each
+    lead's in its own transaction with its audit record, then the sequence's record."""
     if runtime.catalog.sequence(sequence_id) is not None:
         raise InvalidInput(f"{sequence_id} is still in sequences/: remove its file first")
     leads = leads_in(runtime, sequence_id)
     for lead_id in leads:
-        with_lead(runtime, lead_id, lambda e, loaded, now: _retire(loaded, sequence_id, now, e))
+        with transaction(runtime.database) as session:
+            now = utcnow()
+            act_locked(session, runtime.engine, lead_id,
+                       lambda e, loaded, at: _retire(loaded, sequence_id, at, e), now)  # fmt: skip
+            record_action(session, actor=actor, action="retire", reason=reason, lead_id=lead_id,
+                          target=sequence_id, now=now)  # fmt: skip
+    with transaction(runtime.database) as session:
+        record_action(session, actor=actor, action="retire_sequence", reason=reason,
+                      target=f"sequence:{sequence_id}", details={"leads": len(leads)},
+                      now=utcnow())  # fmt: skip
     return len(leads)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session
 
+from worker.accounts.audit import record_action
 from worker.definitions.catalog import SequenceDef
 from worker.engine.core import Engine
 from worker.engine.expressions import as_datetime, safe_eval
@@ -84,25 +85,31 @@ class InvalidField(InvalidInput):
         self.detail = message
 
 
-def enroll_by_hand(runtime: Runtime, request: ManualEnrollment) -> Answered:
-    """Enroll the lead (created when new) in one transaction. Raises NotFound for an unknown
-    sequence, InvalidField for properties the sequence needs, Conflict for its re-entry rule;
-    each writes nothing. A repeated Idempotency-Key answers the first answer."""
+def enroll_by_hand(
+    runtime: Runtime, request: ManualEnrollment, *, actor: str = "api", reason: str | None = None
+) -> Answered:
+    """Enroll the lead (created when new) in one transaction, recorded in the audit log as
+    `actor`'s. Raises NotFound for an unknown sequence, InvalidField for properties the
+    sequence needs, Conflict for its re-entry rule; each writes nothing. A repeated
+    Idempotency-Key answers the first answer."""
     definition = runtime.catalog.sequence(request.sequence)
     if definition is None:
         raise NotFound(f"no sequence {request.sequence}")
     return atomically(
-        runtime, lambda session, now: _enroll(runtime, session, definition, request, now)
+        runtime,
+        lambda session, now: _enroll(runtime, session, definition, request, now, actor, reason),
     )
 
 
-def enroll_each(runtime: Runtime, requests: Sequence[ManualEnrollment]) -> list[Answered | Refused]:
+def enroll_each(
+    runtime: Runtime, requests: Sequence[ManualEnrollment], *, actor: str = "api"
+) -> list[Answered | Refused]:
     """`enroll_by_hand` for each request in a transaction of its own: one refused costs only
     its own result."""
     found: list[Answered | Refused] = []
     for request in requests:
         try:
-            found.append(enroll_by_hand(runtime, request))
+            found.append(enroll_by_hand(runtime, request, actor=actor))
         except InvalidField as exc:
             fields = [{"field": exc.field, "message": exc.detail}]
             found.append(Refused("invalid", str(exc), fields))
@@ -125,6 +132,8 @@ def _enroll(
     definition: SequenceDef,
     request: ManualEnrollment,
     now: datetime,
+    actor: str,
+    reason: str | None,
 ) -> Answered:
     key = request.idempotency_key
     fingerprint = request.fingerprint()
@@ -164,6 +173,9 @@ def _enroll(
 
     outcome = act_locked(session, runtime.engine, lead_row.id, act, now)
     body = answer(lead_row.id, enrolled[0], outcome)
+    details = {"key": enrolled[0].key} if enrolled[0].key is not None else None
+    record_action(session, actor=actor, action="enroll", reason=reason, lead_id=lead_row.id,
+                  target=definition.id, details=details, now=now)  # fmt: skip
     if claim is not None:
         claim.answer = body
     return Answered(201, body)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from worker.accounts.audit import as_json as action_json
+from worker.accounts.audit import lead_actions, record_action
 from worker.engine.state import Outcome
 from worker.kit.clock import utcnow
 from worker.kit.errors import NotFound
@@ -33,20 +35,25 @@ def _lookup(lead_id: str) -> str:
     return lead_id
 
 
-def erase(runtime: Runtime, lead_id: str) -> None:
+def erase(runtime: Runtime, lead_id: str, *, actor: str = "api", reason: str | None = None) -> None:
     """Forget the person behind `lead_id`; NotFound when there is no such lead. Erasing an
-    erased lead changes nothing more."""
+    erased lead changes nothing more. The audit log keeps that `actor` erased the lead's id,
+    and nothing of the person."""
     with transaction(runtime.database) as session:
         row = lock_lead(session, _lookup(lead_id))
         if row is None:
             raise NotFound(f"no lead {lead_id}")
         now = utcnow()
+        first_time = not row.erased
         loaded = load_world(session, row, now)
         finish(session, runtime.engine, loaded, _end_enrollments(runtime, loaded, now), now)
         names = store.identities(row)
         store.forget_lead(row, now)
         session.flush()  # the bulk statements below run after every change above is written
         store.scrub(session, lead_id, names, now)
+        if first_time:
+            record_action(session, actor=actor, action="erase", reason=reason, lead_id=lead_id,
+                          now=now)  # fmt: skip
 
 
 def _end_enrollments(runtime: Runtime, loaded: Loaded, now: datetime) -> Outcome:
@@ -58,8 +65,9 @@ def _end_enrollments(runtime: Runtime, loaded: Loaded, now: datetime) -> Outcome
 
 def export(runtime: Runtime, lead_id: str) -> dict[str, Any]:
     """Every row held on the lead, as JSON: the lead, its events, its enrollments with their
-    steps, step runs outside an enrollment (scoring actions), messages with their bodies, the
-    timeline and the changes queued for the CRM."""
+    steps, step runs outside an enrollment (`scoring_steps`: a segment's actions), messages
+    with their bodies and the copies of emails as sent, the timeline, the changes queued for
+    the CRM, and who acted on the lead (`actions`, newest first: who, when, why)."""
     with transaction(runtime.database) as session:
         # under the lock: a consistent picture, not one taken halfway through a send
         row = lock_lead(session, _lookup(lead_id))
@@ -76,8 +84,9 @@ def export(runtime: Runtime, lead_id: str) -> dict[str, Any]:
             "enrollments": [
                 {**store.as_json(e), "steps": steps.get(e.id, [])} for e in found.enrollments
             ],
-            "actions": steps.get(None, []),
-            "messages": [store.as_json(m) for m in found.messages],
+            "scoring_steps": steps.get(None, []),
+            "messages": [store.message_json(m) for m in found.messages],
             "timeline": [store.as_json(t) for t in found.timeline],
             "crm_changes": [store.as_json(c) for c in found.crm_changes],
+            "actions": [action_json(a) for a in lead_actions(session, lead_id, limit=10_000)],
         }

@@ -2,21 +2,22 @@
 
 Erasure keeps every row with its id, status and times, so counts and funnels still add up; it
 clears what names or describes the person: identities, names, attributes, consent, score
-entries, message addresses, subjects and bodies, event properties (all but the keys that tie
-engagement to a step run), enrolling events and pause notes. The lead's CRM outbox entries
+entries, message addresses, subjects, bodies and copies, event properties (all but the keys
+that tie engagement to a step run), enrolling events and pause notes. The lead's CRM outbox entries
 (copies of its identities) are deleted. Event idempotency keys stay: they are the sender's
 opaque ids, and a replayed webhook must not bring the person back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, null, select, update
 from sqlmodel import Session, SQLModel, col
 
+from worker.store.messages import unpack_copy
 from worker.store.tables import (
     CrmChangeRow,
     EnrollmentRow,
@@ -68,6 +69,14 @@ def as_json(row: SQLModel) -> dict[str, Any]:
     return found
 
 
+def message_json(row: MessageRow) -> dict[str, Any]:
+    """A message with the copy of the email as sent, unpacked (`copy`: subject, text, html)."""
+    found: dict[str, Any] = row.model_dump(mode="json", exclude={"sent_copy"})
+    kept = unpack_copy(row.sent_copy) if row.sent_copy is not None else None
+    found["copy"] = asdict(kept) if kept is not None else None
+    return found
+
+
 def identities(row: LeadRow) -> list[str]:
     """The strings that name the person, to find them in free text (provider errors)."""
     found = [row.email, row.phone, row.external_id, row.first_name, row.last_name]
@@ -78,6 +87,7 @@ def forget_lead(row: LeadRow, now: datetime) -> None:
     """The lead row keeps its id, suppressions and times; everything about the person goes."""
     row.email = row.phone = row.external_id = None
     row.first_name = row.last_name = row.timezone = None
+    row.search_name = row.search_last = None
     row.attributes, row.consent, row.score, row.history = {}, {}, {}, []
     row.segment = None
     row.pause = None
@@ -110,7 +120,7 @@ def scrub(session: Session, lead_id: str, names: list[str], now: datetime) -> No
     session.execute(
         update(MessageRow)
         .where(col(MessageRow.lead_id) == lead_id)
-        .values(to=None, subject=None, body=None)
+        .values(to=None, subject=None, body=None, sent_copy=None)
         .execution_options(**_NO_SYNC)
     )
     session.execute(

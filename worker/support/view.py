@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlmodel import Session
+
 from worker.engine import scoring
-from worker.engine.state import Enrollment
+from worker.engine.state import Enrollment, LeadWorld
 from worker.kit.clock import utcnow
 from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
@@ -17,25 +20,55 @@ from worker.store.leads import (
     lead_summary,
     recent_events,
 )
-from worker.store.tables import LeadRow, StepRunRow
+from worker.store.tables import EventRow, LeadRow, MessageRow, StepRunRow
 from worker.store.worlds import load_world
+
+
+@dataclass(frozen=True)
+class LeadData:
+    """Everything support sees of a lead, read in one transaction: the rows and the world the
+    API's view (below) and the console's lead page (timeline.py) are both made from."""
+
+    row: LeadRow
+    world: LeadWorld
+    now: datetime
+    score: float
+    explanation: list[scoring.Contribution]
+    messages: list[MessageRow]
+    events: list[EventRow]
+    runs: list[StepRunRow]
+    """Every step run of every enrollment, active or ended, in file order."""
+
+
+def read_lead(runtime: Runtime, session: Session, lead_id: str, now: datetime) -> LeadData:
+    """The lead's rows and world; NotFound when there is no such lead."""
+    row = session.get(LeadRow, lead_id) if len(lead_id) <= 32 and "\x00" not in lead_id else None
+    if row is None:
+        raise NotFound(f"no lead {lead_id[:32]}")
+    world = load_world(session, row, now).world
+    rules = runtime.engine.rules
+    return LeadData(
+        row=row,
+        world=world,
+        now=now,
+        score=scoring.score_at(world.lead.score, rules, now),
+        explanation=scoring.explain(world.lead.score, rules, now),
+        messages=lead_messages(session, row.id),
+        events=recent_events(session, row.id),
+        runs=enrollment_steps(session, row.id),
+    )
 
 
 def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
     """The lead as support sees it: identities, consent, score, enrollments and their steps."""
     with transaction(runtime.database) as session:
-        row = session.get(LeadRow, lead_id)
-        if row is None:
-            raise NotFound(f"no lead {lead_id}")
-        now = utcnow()
-        loaded = load_world(session, row, now)
-        world = loaded.world
-        rules = runtime.engine.rules
+        data = read_lead(runtime, session, lead_id, utcnow())
+        row, world = data.row, data.world
         return {
             **lead_summary(row),
             "attributes": row.attributes,
             "consent": row.consent,
-            "score": scoring.score_at(world.lead.score, rules, now),
+            "score": data.score,
             "score_explanation": [
                 {
                     "event": c.event_type,
@@ -43,7 +76,7 @@ def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
                     "points": c.points,
                     "current": c.current,
                 }
-                for c in scoring.explain(world.lead.score, rules, now)
+                for c in data.explanation
             ],
             "segment": world.lead.score.segment,
             "suppressions": row.suppressions,
@@ -58,7 +91,7 @@ def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
                     "segments": m.segments,
                     "sent_at": m.sent_at.isoformat(),
                 }
-                for m in lead_messages(session, row.id)
+                for m in data.messages
             ],
             "events": [
                 {
@@ -68,9 +101,9 @@ def lead_view(runtime: Runtime, lead_id: str) -> dict[str, Any]:
                     "properties": e.properties,
                     "source": e.source,
                 }
-                for e in recent_events(session, row.id)
+                for e in data.events
             ],
-            "enrollments": _enrollments(world.enrollments, enrollment_steps(session, row.id)),
+            "enrollments": _enrollments(world.enrollments, data.runs),
         }
 
 
