@@ -111,6 +111,20 @@ class Settings(BaseSettings):
     fault_after: int = 1
     """The message of a batch (1 = the first) at which `mid_batch` and `after_send` stop."""
 
+    # events in (issue 16): single requests coalesced into the batch path, the early answer
+    coalesce_max: int = Field(default=200, ge=1, le=1000)
+    """Single events (/v1/events, form and Shopify webhooks) one API process applies together
+    at most, through the set-based batch path."""
+    coalesce_window_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """How long a request arriving at an idle API process waits for others before its events
+    are applied (0: at once; requests arriving while a group is applied form the next one)."""
+    respond_async_sources: str = ""
+    """Comma-separated sources answered early (202 `queued`, applied from the durable intake)
+    without a `Prefer: respond-async` header: `form`, `shopify` (vendors cannot send headers),
+    `api`."""
+    intake_sweep_interval: float = 5.0
+    """Seconds between beat's sweeps of the intake (what a killed API process left queued)."""
+
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str) -> str:

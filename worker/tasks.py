@@ -16,6 +16,7 @@ from celery import Celery
 
 from worker.config import Settings, settings
 from worker.crm.service import push_pending
+from worker.ingest.early import drain_queued
 from worker.kit.clock import utcnow
 from worker.runtime.process import CatalogError, Runtime, current
 from worker.sending.confirm import confirm_unknown_texts
@@ -98,6 +99,12 @@ def make_app(config: Settings | None = None) -> Celery:
                 "task": "crm.push",
                 "schedule": config.crm_push_interval,
                 "options": {"expires": max(1.0, config.crm_push_interval * 2)},
+            },
+            # events answered early that a killed API process left in the intake
+            "intake": {
+                "task": "intake.drain",
+                "schedule": config.intake_sweep_interval,
+                "options": {"expires": max(1.0, config.intake_sweep_interval * 2)},
             },
         },
         beat_schedule_filename=str((config.home / "beat-schedule").resolve()),
@@ -187,6 +194,11 @@ def crm_push() -> str:
 def messages_prune() -> str:
     """Drop the copies of emails sent longer ago than NURTURE_COPY_RETENTION_DAYS."""
     return f"pruned {prune_old_copies(runtime(), utcnow())} copies"
+
+
+@app.task(name="intake.drain")
+def intake_drain() -> str:
+    return f"{drain_queued(runtime())} queued event(s) applied"
 
 
 @app.task(name="leads.tick")

@@ -315,7 +315,7 @@ def test_a_batch_the_database_refuses_is_applied_event_by_event(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise IntegrityError("INSERT …", {}, Exception("duplicate key"))
 
-    monkeypatch.setattr(events_api, "ingest_batch", refuse)
+    monkeypatch.setattr(events_api, "ingest_arrivals", refuse)
     apply = events_api.apply
 
     def refuse_one(runtime: Runtime, event: Any, *, source: str = "api") -> Any:

@@ -50,7 +50,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _described("no such lead or s
 CONFLICT: dict[int | str, dict[str, Any]] = {409: _described("already enrolled")}
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: a sync dependency would take a threadpool thread per request for nothing
     runtime: Runtime = request.app.state.runtime_factory()
     return runtime
 
@@ -67,7 +68,7 @@ def api_tokens(runtime: Runtime) -> list[str]:
     return [path.read_text().strip()] if path.exists() else []
 
 
-def require_token(
+async def require_token(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -19,8 +19,7 @@ from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from worker.api.deps import ErrorResponse, RuntimeDep, error_body
-from worker.api.events import EventResult, accepted
-from worker.ingest.intake import apply
+from worker.api.events import EventResult, QueuedResult, take_event
 from worker.ingest.sources.common import Ignored, Invalid, form_pairs, invalid, json_object
 from worker.ingest.sources.forms import form_event, form_fields, form_signature_ok
 from worker.ingest.sources.shopify import shopify_event, shopify_signature_ok
@@ -110,19 +109,21 @@ def _invalid(exc: Invalid) -> JSONResponse:
     response_model=EventResult,
     responses={
         200: {"model": EventResult, "description": "a repeated delivery: nothing changed"},
+        202: {"model": EventResult | QueuedResult, "description": "recorded, or queued"},
         **_errors(401, 413, 415, 422),
     },
     openapi_extra=FORM_BODY,
 )
-def post_form(
+async def post_form(
     form: Annotated[str, PathParam(pattern=FORM_NAME)],
     request: Request,
     body: RawBody,
     runtime: RuntimeDep,
-) -> JSONResponse:
+) -> Any:
     """A form submission (JSON or form-encoded) → `form_submitted`. Signed with
     `X-Nurture-Signature: sha256=<hex HMAC>` when NURTURE_FORM_SECRET is set; an
-    `X-Nurture-Delivery` header or an `id` field makes a repeat change nothing."""
+    `X-Nurture-Delivery` header or an `id` field makes a repeat change nothing. Answered early
+    (202 `queued`) when `form` is in NURTURE_RESPOND_ASYNC_SOURCES."""
     secret = _secret(runtime.config.form_secret)
     signature = request.headers.get("X-Nurture-Signature")
     if secret is not None and not form_signature_ok(secret, body, signature):
@@ -132,7 +133,7 @@ def post_form(
         event = form_event(form, fields, request.headers.get("X-Nurture-Delivery"))
     except Invalid as exc:
         return _invalid(exc)
-    return accepted(apply(runtime, event, source="form"))
+    return await take_event(request, runtime, event, "form")
 
 
 # -- Shopify ----------------------------------------------------------------------------------
@@ -147,13 +148,15 @@ def post_form(
             "model": EventResult | IgnoredResult,
             "description": "a repeated delivery, or one that changes nothing (ignored)",
         },
+        202: {"model": EventResult | QueuedResult, "description": "recorded, or queued"},
         **_errors(401, 413, 422),
     },
     openapi_extra=SHOPIFY_BODY,
 )
-def post_shopify(request: Request, body: RawBody, runtime: RuntimeDep) -> JSONResponse:
+async def post_shopify(request: Request, body: RawBody, runtime: RuntimeDep) -> Any:
     """checkouts/create → checkout_started, a completed checkout → checkout_completed,
-    orders/create → order_placed (one per order); other topics are ignored."""
+    orders/create → order_placed (one per order); other topics are ignored. Answered early
+    (202 `queued`) when `shopify` is in NURTURE_RESPOND_ASYNC_SOURCES."""
     secret = _secret(runtime.config.shopify_webhook_secret)
     signature = request.headers.get("X-Shopify-Hmac-Sha256")
     # with no secret configured nothing could be verified: refuse rather than trust
@@ -169,7 +172,7 @@ def post_shopify(request: Request, body: RawBody, runtime: RuntimeDep) -> JSONRe
         # Shopify counts any answer but a 2xx as a failure and retries it (8 times over
         # 4 hours, then it may drop the subscription): what we ignore on purpose is a 200
         return JSONResponse({"ignored": found.reason}, status_code=200)
-    return accepted(apply(runtime, found, source="shopify"))
+    return await take_event(request, runtime, found, "shopify")
 
 
 def _header(request: Request, name: str) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session
 
 from worker.ingest.schemas import EventIn
-from worker.ingest.service import Ingested, ingest, ingest_batch
+from worker.ingest.service import Arrival, Ingested, ingest, ingest_arrivals, ingest_one
 from worker.kit.clock import utcnow
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
@@ -51,6 +51,13 @@ def apply(runtime: Runtime, event: EventIn, *, source: str = "api") -> Ingested:
     )
 
 
+def apply_arrival(runtime: Runtime, arrival: Arrival) -> Ingested:
+    """`apply` for an arrival (its source, and an event id fixed earlier)."""
+    return atomically(
+        runtime, lambda session, now: ingest_one(session, runtime.engine, arrival, now)
+    )
+
+
 def apply_batch(
     runtime: Runtime, events: list[EventIn], *, source: str = "api"
 ) -> list[Ingested | NotStored]:
@@ -60,19 +67,45 @@ def apply_batch(
     tried again and finds what the other wrote. A batch that still fails, for whatever reason,
     is applied event by event (`apply`), so one event the database refuses costs only its own
     result, never the others'."""
+    found = _batch_or_none(runtime, [Arrival(event, source) for event in events])
+    if found is not None:
+        return list(found)
+    return [apply_or_error(runtime, event, source=source) for event in events]
+
+
+def apply_arrivals(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested | Exception]:
+    """`apply_batch` for events of several sources (coalesced single requests): a result per
+    event in order, or the exception its own `apply` raised, so each caller's answer is the
+    one it would have had alone (a refused event's error is its caller's alone)."""
+    found = _batch_or_none(runtime, arrivals)
+    if found is not None:
+        return list(found)
+    results: list[Ingested | Exception] = []
+    for arrival in arrivals:
+        try:
+            results.append(apply_arrival(runtime, arrival))
+        except Exception as exc:  # the caller raises it as `apply` would have
+            results.append(exc)
+    return results
+
+
+def _batch_or_none(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested] | None:
+    """The arrivals in one set-based transaction, tried twice on a unique-key race; None when
+    the batch failed (the caller then applies them one by one)."""
     for attempt in range(2):
         try:
             with transaction(runtime.database) as session:
-                found = ingest_batch(session, runtime.engine, events, utcnow(), source=source)
-            return list(found)
+                return ingest_arrivals(session, runtime.engine, arrivals, utcnow())
         except IntegrityError:
             if attempt == 0:
                 continue
-            log.warning("a batch of %d events failed twice: applying them one by one", len(events))
+            log.warning(
+                "a batch of %d events failed twice: applying them one by one", len(arrivals)
+            )
         except Exception:
-            log.exception("a batch of %d events failed: applying them one by one", len(events))
-        break
-    return [apply_or_error(runtime, event, source=source) for event in events]
+            log.exception("a batch of %d events failed: applying them one by one", len(arrivals))
+            return None
+    return None
 
 
 def apply_or_error(

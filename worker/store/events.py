@@ -35,8 +35,11 @@ def store_event(
     now: datetime,
     source: str,
     idempotency_key: str | None = None,
+    event_id: str | None = None,
 ) -> str:
-    event_id = new_id()
+    """The stored event's id: `event_id` when one was fixed earlier (an early answer gave it),
+    else a new one."""
+    event_id = event_id or new_id()
     values: dict[str, Any] = {
         "id": event_id,
         "idempotency_key": idempotency_key,
