@@ -25,7 +25,7 @@ from tests.ingest.test_ingest_batch import (
     without_ids,
 )
 from worker.api.app import create_app
-from worker.ingest import intake
+from worker.ingest import intake, service
 from worker.ingest.intake import apply
 from worker.ingest.pipes import pipes_for
 from worker.ingest.schemas import EventIn
@@ -125,7 +125,7 @@ def test_an_invalid_or_refused_event_fails_alone(
     def refuse_batch(*args: Any, **kwargs: Any) -> Any:
         raise IntegrityError("INSERT …", {}, Exception("duplicate key"))
 
-    one = intake.ingest_one
+    one = service.ingest_one
 
     def refuse_one(session: Any, engine: Any, arrival: Arrival, now: Any) -> Any:
         if arrival.event.id == "refused":
