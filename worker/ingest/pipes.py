@@ -38,7 +38,10 @@ class Drainer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        config = self._runtime.config
         try:
+            if config.fault_point == "before_drain":  # tests: kill the process with events queued
+                await asyncio.sleep(config.fault_seconds)
             while True:
                 self._again = False
                 try:
