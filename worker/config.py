@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     coalesce_max: int = Field(default=200, ge=1, le=1000)
     """Single events (/v1/events, form and Shopify webhooks) one API process applies together
     at most, through the set-based batch path."""
+    coalesce_parallel: int = Field(default=2, ge=1, le=16)
+    """Groups of single events one API process applies at a time (a group never overtakes an
+    earlier one naming the same lead)."""
     coalesce_window_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     """How long a request arriving at an idle API process waits for others before its events
     are applied (0: at once; requests arriving while a group is applied form the next one)."""

@@ -1,16 +1,19 @@
-"""Concurrent single requests gathered into one set-based apply (group commit): a request that
-finds the process idle is applied at once; those that arrive meanwhile wait for it and go
-together in the next group, in arrival order, each caller getting its own result.
+"""Concurrent single requests gathered into one set-based apply (group commit): the requests
+that arrive while the process is busy go together in the next group, in arrival order, each
+caller getting its own result. A request that finds the process idle is applied at once.
 
-One group is applied at a time per process (in a thread of its own, so the event loop keeps
-reading requests), which keeps one lead's events in the order they arrived.
+Up to `parallel` groups are applied at a time per process (each in a thread, so the event
+loop keeps reading requests and one group's database round trips overlap another's work). A
+group never overtakes an earlier one that names one of its keys (a lead's identities, an event
+id): it starts only with the waiting requests before the first such one, so one lead's events
+keep the order they arrived in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,67 +26,96 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Waiting(Generic[Item, Result]):
     item: Item
+    keys: Set[str]
     answer: asyncio.Future[Result | Exception]
 
 
 class Coalescer(Generic[Item, Result]):
     """`apply(items)` gives one result, or the exception to raise, per item in order; it runs
-    in a thread and must not raise (a raise fails every caller of its group)."""
+    in a thread and must not raise (a raise fails every caller of its group). `keys(item)`
+    names what two items must not be applied concurrently over."""
 
     def __init__(
         self,
         apply: Callable[[list[Item]], list[Result | Exception]],
+        keys: Callable[[Item], Set[str]],
         *,
         most: int,
+        parallel: int = 1,
         window: float = 0.0,
         name: str = "coalesce",
     ) -> None:
         self._apply = apply
+        self._keys = keys
         self._most = most
+        self._parallel = parallel
         self._window = window
         self._waiting: list[_Waiting[Item, Result]] = []
-        self._running: asyncio.Task[None] | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._flying: dict[asyncio.Task[None], Set[str]] = {}
+        self._pump_due = False
+        self._threads = ThreadPoolExecutor(parallel, thread_name_prefix=name)
         self.groups = 0
         """Groups applied so far (for tests and the bench)."""
 
     async def submit(self, item: Item) -> Result:
         """The item's result, applied with whatever else is waiting; its exception re-raised."""
         loop = asyncio.get_running_loop()
-        waiting: _Waiting[Item, Result] = _Waiting(item, loop.create_future())
+        waiting: _Waiting[Item, Result] = _Waiting(item, self._keys(item), loop.create_future())
         self._waiting.append(waiting)
-        if self._running is None:
-            self._running = loop.create_task(self._run())
+        if not self._pump_due:
+            # after the requests already runnable have queued too: they go in the same group
+            self._pump_due = True
+            if self._window and not self._flying:
+                loop.call_later(self._window, self._pump)
+            else:
+                loop.call_soon(self._pump)
         found = await asyncio.shield(waiting.answer)
         if isinstance(found, Exception):
             raise found
         return found
 
-    async def _run(self) -> None:
+    def _pump(self) -> None:
+        """Start groups while a slot is free and the head of the queue may go."""
+        self._pump_due = False
+        while self._waiting and len(self._flying) < self._parallel:
+            group = self._next_group()
+            if not group:
+                return  # the head waits for a group in flight that names its keys
+            keys = frozenset().union(*(w.keys for w in group))
+            task = asyncio.get_running_loop().create_task(self._run(group))
+            self._flying[task] = keys
+
+    def _next_group(self) -> list[_Waiting[Item, Result]]:
+        busy: set[str] = set().union(*self._flying.values())
+        count = 0
+        for waiting in self._waiting[: self._most]:
+            if busy & waiting.keys:
+                break
+            count += 1
+        group, self._waiting = self._waiting[:count], self._waiting[count:]
+        return group
+
+    async def _run(self, group: list[_Waiting[Item, Result]]) -> None:
         loop = asyncio.get_running_loop()
+        items = [w.item for w in group]
         try:
-            if self._window:
-                await asyncio.sleep(self._window)
-            while self._waiting:
-                group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
-                items = [w.item for w in group]
-                try:
-                    results = await loop.run_in_executor(self._thread, self._apply, items)
-                except Exception as exc:
-                    log.exception("a group of %d coalesced requests failed", len(group))
-                    results = [exc] * len(group)
-                except BaseException:  # cancelled (shutdown): nobody waits on an answer forever
-                    self._waiting[:0] = group
-                    raise
-                self.groups += 1
-                for waiting, result in zip(group, results, strict=True):
-                    if not waiting.answer.done():
-                        waiting.answer.set_result(result)
+            results = await loop.run_in_executor(self._threads, self._apply, items)
+        except Exception as exc:
+            log.exception("a group of %d coalesced requests failed", len(group))
+            results = [exc] * len(group)
+        except BaseException:  # cancelled (shutdown): nobody waits on an answer forever
+            for waiting in group:
+                waiting.answer.cancel()
+            raise
         finally:
-            self._running = None
-            for waiting in self._waiting:  # only when this task itself was cancelled (shutdown)
-                if not waiting.answer.done():
-                    waiting.answer.cancel()
+            task = asyncio.current_task()
+            if task is not None:
+                self._flying.pop(task, None)
+        self.groups += 1
+        for waiting, result in zip(group, results, strict=True):
+            if not waiting.answer.done():
+                waiting.answer.set_result(result)
+        self._pump()
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False)
+        self._threads.shutdown(wait=False)

@@ -78,12 +78,16 @@ class Pipes:
         window = config.coalesce_window_ms / 1000
         self.apply = Coalescer(
             lambda items: apply_arrivals(self.runtime, items),
+            arrival_keys,
             most=config.coalesce_max,
+            parallel=config.coalesce_parallel,
             window=window,
             name="coalesce",
         )
+        # one group at a time: the intake's arrival order is its insert order
         self.queue = Coalescer(
             lambda items: queue_arrivals(self.runtime, items),
+            arrival_keys,
             most=config.coalesce_max,
             window=window,
             name="intake",
@@ -99,6 +103,15 @@ class Pipes:
         """The sources answered early without being asked (NURTURE_RESPOND_ASYNC_SOURCES)."""
         value = self.runtime.config.respond_async_sources
         return {s.strip() for s in value.split(",") if s.strip()}
+
+
+def arrival_keys(arrival: Arrival) -> frozenset[str]:
+    """What two events must not be applied concurrently over: the identities that find their
+    lead (emails match case-insensitively) and their idempotency id."""
+    lead = arrival.event.lead
+    keys = {f"e:{lead.email.lower()}" if lead.email else "", f"p:{lead.phone or ''}",
+            f"x:{lead.external_id or ''}", f"i:{arrival.event.id or ''}"}  # fmt: skip
+    return frozenset(k for k in keys if k and not k.endswith(":"))
 
 
 _PIPES: dict[tuple[int, int], Pipes] = {}
