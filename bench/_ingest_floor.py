@@ -97,9 +97,12 @@ def raw_writes(
                 row = dict(sample)
                 if "id" in row:
                     row["id"] = uuid.uuid4().hex
-                for unique in ("email", "idempotency_key"):
+                # every unique column (a Shopify shopper's lead has an external id too)
+                for unique in ("email", "idempotency_key", "external_id"):
                     if row.get(unique) is not None:
                         row[unique] = f"{uuid.uuid4().hex}@example.com"
+                if row.get("phone") is not None:
+                    row["phone"] = f"+1555{uuid.uuid4().int % 10**7:07d}"
                 if name == "leads":
                     lead_ids.append(row["id"])
                 rows.append(tuple(_value(row[c]) for c in columns))

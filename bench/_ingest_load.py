@@ -180,6 +180,27 @@ async def _answer(reader: asyncio.StreamReader) -> int:
     return status
 
 
+def lone_latencies(host: str, port: int, requests: list[bytes]) -> list[float]:
+    """Seconds per request from one client, one at a time: what a lone request waits."""
+    return asyncio.run(_lone(host, port, requests))
+
+
+async def _lone(host: str, port: int, requests: list[bytes]) -> list[float]:
+    reader, writer = await asyncio.open_connection(host, port)
+    found = []
+    try:
+        for payload in requests:
+            began = time.perf_counter()
+            writer.write(payload)
+            await writer.drain()
+            if await _answer(reader) not in (200, 202):
+                raise RuntimeError("a lone request failed")
+            found.append(time.perf_counter() - began)
+    finally:
+        writer.close()
+    return found
+
+
 def _own_cpu() -> float:
     times = os.times()
     return times.user + times.system

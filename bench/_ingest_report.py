@@ -41,6 +41,8 @@ class Measured:
     singles: list[Load] = field(default_factory=list)
     shopify: Load | None = None
     early: Early | None = None
+    lone: list[float] = field(default_factory=list)
+    """Seconds per request of a lone client (nothing else in flight)."""
     echo_seconds: float = 0.0
     raw_seconds: float = 0.0
     added: dict[str, int] = field(default_factory=dict)
@@ -80,6 +82,11 @@ def report(m: Measured, console: Console) -> int:
             _verdict(load.rate / batch_rate, SINGLE_GOAL))  # fmt: skip
         add("  answers other than 200/202; connections dropped",
             f"{load.failed - load.dropped:,}; {load.dropped:,}")  # fmt: skip
+    if m.lone:
+        lone = sorted(m.lone)
+        median, p95 = lone[len(lone) // 2] * 1000, lone[int(len(lone) * 0.95)] * 1000
+        add(f"  a lone client's /v1/events, ms: median, 95th percentile ({len(lone)} requests)",
+            f"{median:.1f}, {p95:.1f}")  # fmt: skip
     if m.shopify is not None:
         s = m.shopify
         add(f"[b]/v1/webhooks/shopify (signed checkouts), events / s ({s.clients} clients)",

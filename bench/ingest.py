@@ -46,6 +46,7 @@ from _ingest_load import (
     Load,
     api_requests,
     blast,
+    lone_latencies,
     mixed_events,
     post_batches,
     shopify_requests,
@@ -242,6 +243,9 @@ def run(args: argparse.Namespace, folder: Path) -> Measured:
                 check_written(measured, f"single ({clients} clients)", before_rows,
                               row_counts(database_url), args.single)  # fmt: skip
                 check_answers(measured, f"single ({clients} clients)", load)
+
+            lone = mixed_events(200, "lone", seeds, rng)
+            measured.lone = lone_latencies("127.0.0.1", api_port, api_requests(lone))
 
             clients = args.clients[0]
             keys = [f"shop-{n}" for n in range(args.single // 2)]

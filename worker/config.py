@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     coalesce_max: int = Field(default=200, ge=1, le=1000)
     """Single events (/v1/events, form and Shopify webhooks) one API process applies together
     at most, through the set-based batch path."""
-    coalesce_parallel: int = Field(default=2, ge=1, le=16)
+    coalesce_parallel: int = Field(default=1, ge=1, le=16)
     """Groups of single events one API process applies at a time (a group never overtakes an
     earlier one naming the same lead)."""
     coalesce_window_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
