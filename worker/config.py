@@ -118,9 +118,10 @@ class Settings(BaseSettings):
     coalesce_parallel: int = Field(default=1, ge=1, le=16)
     """Groups of single events one API process applies at a time (a group never overtakes an
     earlier one naming the same lead)."""
-    coalesce_window_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
-    """How long a request arriving at an idle API process waits for others before its events
-    are applied (0: at once; requests arriving while a group is applied form the next one)."""
+    coalesce_window_ms: float = Field(default=3.0, ge=0.0, le=1000.0)
+    """How long a request arriving at an idle API process may wait for others, only when the
+    group just answered held several (their clients' next requests are on the way; it goes as
+    soon as as many wait). A lone client's request never waits; 0 turns waiting off."""
     respond_async_sources: str = ""
     """Comma-separated sources answered early (202 `queued`, applied from the durable intake)
     without a `Prefer: respond-async` header: `form`, `shopify` (vendors cannot send headers),

@@ -1,6 +1,8 @@
 """Concurrent single requests gathered into one set-based apply (group commit): the requests
 that arrive while the process is busy go together in the next group, in arrival order, each
-caller getting its own result. A request that finds the process idle is applied at once.
+caller getting its own result. A request that finds the process idle is applied at once,
+unless the group just answered held several: then it waits up to `window` seconds, or until
+as many requests are waiting, for the others' next requests.
 
 Up to `parallel` groups are applied at a time per process (each in a thread, so the event
 loop keeps reading requests and one group's database round trips overlap another's work). A
@@ -21,6 +23,8 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 log = logging.getLogger(__name__)
+RECENT = 0.05
+"""Seconds after a group's answers within which its clients' next requests are expected."""
 
 
 @dataclass
@@ -53,6 +57,10 @@ class Coalescer(Generic[Item, Result]):
         self._waiting: list[_Waiting[Item, Result]] = []
         self._flying: dict[asyncio.Task[None], Set[str]] = {}
         self._pump_due = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._expect = 0
+        """How many requests the last group answered: as many are likely on their way back."""
+        self._answered_at = 0.0
         self._threads = ThreadPoolExecutor(parallel, thread_name_prefix=name)
         self.groups = 0
         """Groups applied so far (for tests and the bench)."""
@@ -62,11 +70,15 @@ class Coalescer(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         waiting: _Waiting[Item, Result] = _Waiting(item, self._keys(item), loop.create_future())
         self._waiting.append(waiting)
-        if not self._pump_due:
+        if self._timer is not None and len(self._waiting) >= self._expect:
+            self._timer.cancel()  # as many as the last group: no reason to wait longer
+            self._timer = None
+            loop.call_soon(self._pump)
+        elif not self._pump_due:
             # after the requests already runnable have queued too: they go in the same group
             self._pump_due = True
-            if self._window and not self._flying:
-                loop.call_later(self._window, self._pump)
+            if self._gathering(loop):
+                self._timer = loop.call_later(self._window, self._pump)
             else:
                 loop.call_soon(self._pump)
         found = await asyncio.shield(waiting.answer)
@@ -74,9 +86,19 @@ class Coalescer(Generic[Item, Result]):
             raise found
         return found
 
+    def _gathering(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether a request finding the process idle should wait for company: only when the
+        last group, just answered, held several (their clients are sending their next ones);
+        a lone client's request never waits."""
+        recent = loop.time() - self._answered_at < RECENT
+        return bool(self._window) and not self._flying and self._expect > 1 and recent
+
     def _pump(self) -> None:
         """Start groups while a slot is free and the head of the queue may go."""
         self._pump_due = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._waiting and len(self._flying) < self._parallel:
             group = self._next_group()
             if not group:
@@ -112,6 +134,7 @@ class Coalescer(Generic[Item, Result]):
             if task is not None:
                 self._flying.pop(task, None)
         self.groups += 1
+        self._expect, self._answered_at = len(group), loop.time()
         for waiting, result in zip(group, results, strict=True):
             if not waiting.answer.done():
                 waiting.answer.set_result(result)
