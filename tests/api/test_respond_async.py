@@ -109,7 +109,15 @@ def test_a_repeat_of_a_queued_event_is_a_duplicate(client: TestClient, runtime: 
     again = client.post("/v1/events", json=signup("bo@example.com", "e1"), headers=EARLY)
     assert again.status_code == 200
     assert again.json() == {"event_id": event_id, "status": "queued", "duplicate": True}
-    # without the header the repeat still changes nothing once the first is applied
+    # without the header too, alone or in a batch: the queued copy keeps its id
+    plain = client.post("/v1/events", json=signup("bo@example.com", "e1"), headers=AUTH)
+    assert plain.status_code == 200
+    assert plain.json() == again.json()
+    batch = client.post("/v1/events/batch", json={"events": [signup("cy@example.com", "e1")]},
+                        headers=AUTH)  # fmt: skip
+    assert batch.json()["results"] == [again.json()]
+    assert stored(runtime, event_id) is None
+    # and once the first is applied, SPEC §4's duplicate
     assert queued(runtime) == 1
     assert drain(runtime).applied == 1
     plain = client.post("/v1/events", json=signup("bo@example.com", "e1"), headers=AUTH)

@@ -108,9 +108,11 @@ def test_one_lead_s_events_are_applied_in_arrival_order(sides: tuple[Runtime, Ru
     async def run() -> list[Ingested]:
         pipes = pipes_for(coalesced)
         items = [Arrival(EventIn.model_validate(item)) for item in story]
-        return list(await asyncio.gather(*(pipes.apply.submit(item) for item in items)))
+        found = await asyncio.gather(*(pipes.apply.submit(item) for item in items))
+        return [f for f in found if isinstance(f, Ingested)]
 
     found = asyncio.run(run())
+    assert len(found) == len(story)
     assert [f.enrolled for f in found] == [[], ["trial"], [], []]
     assert found[3].exited == ["trial"]
     assert rows(coalesced, "SELECT status FROM enrollments") == [("exited",)]

@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.api.deps import ERRORS, Authorized, RuntimeDep, error_body
-from worker.ingest.early import Queued, queue_arrivals
+from worker.ingest.early import queue_arrivals
 from worker.ingest.intake import NotStored, apply_batch
 from worker.ingest.pipes import pipes_for
 from worker.ingest.schemas import EventIn
-from worker.ingest.service import Arrival, Ingested
+from worker.ingest.service import Arrival, Ingested, Queued
 from worker.kit.fields import field_errors, summary
 from worker.runtime.process import Runtime
 
@@ -98,7 +98,10 @@ async def take_event(request: Request, runtime: Runtime, event: EventIn, source:
     pipes = pipes_for(runtime)
     asked = prefers_async(request)
     if not asked and source not in pipes.early_sources():
-        return accepted(await pipes.apply.submit(Arrival(event, source)))
+        applied = await pipes.apply.submit(Arrival(event, source))
+        if isinstance(applied, Queued):  # a repeat of an event answered early, still queued
+            return JSONResponse(queued_body(applied))
+        return accepted(applied)
     found = await pipes.queue.submit(Arrival(event, source))
     headers = {"Preference-Applied": "respond-async"} if asked else None
     if isinstance(found, Ingested):  # a repeat of an event already applied

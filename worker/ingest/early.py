@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from worker.ingest.intake import atomically
 from worker.ingest.schemas import EventIn
-from worker.ingest.service import Arrival, Ingested, ingest_arrivals, ingest_one
+from worker.ingest.service import Arrival, Ingested, Queued, ingest_arrivals, ingest_one
 from worker.kit.clock import utcnow
 from worker.kit.ids import new_id
 from worker.runtime.process import Runtime
@@ -35,14 +35,6 @@ from worker.store.intake import (
 log = logging.getLogger(__name__)
 DRAIN_LIMIT = 500
 """Intake rows one drain transaction applies together."""
-
-
-@dataclass(frozen=True)
-class Queued:
-    """An event held in the intake: its id is fixed, its lead not yet known."""
-
-    event_id: str
-    duplicate: bool = False
 
 
 @dataclass(frozen=True)

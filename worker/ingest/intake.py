@@ -13,10 +13,18 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session
 
 from worker.ingest.schemas import EventIn
-from worker.ingest.service import Arrival, Ingested, ingest, ingest_arrivals, ingest_one
+from worker.ingest.service import (
+    Arrival,
+    Ingested,
+    Queued,
+    ingest,
+    ingest_arrivals,
+    ingest_one,
+)
 from worker.kit.clock import utcnow
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
+from worker.store.intake import queued_by_keys
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -60,7 +68,7 @@ def apply_arrival(runtime: Runtime, arrival: Arrival) -> Ingested:
 
 def apply_batch(
     runtime: Runtime, events: list[EventIn], *, source: str = "api"
-) -> list[Ingested | NotStored]:
+) -> list[Ingested | Queued | NotStored]:
     """Many events in one transaction, set-based; a result (or a refusal) per event in order.
 
     A concurrent insert of the same id or new lead fails the batch on a unique key: it is
@@ -73,14 +81,16 @@ def apply_batch(
     return [apply_or_error(runtime, event, source=source) for event in events]
 
 
-def apply_arrivals(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested | Exception]:
+def apply_arrivals(
+    runtime: Runtime, arrivals: list[Arrival]
+) -> list[Ingested | Queued | Exception]:
     """`apply_batch` for events of several sources (coalesced single requests): a result per
     event in order, or the exception its own `apply` raised, so each caller's answer is the
     one it would have had alone (a refused event's error is its caller's alone)."""
     found = _batch_or_none(runtime, arrivals)
     if found is not None:
         return list(found)
-    results: list[Ingested | Exception] = []
+    results: list[Ingested | Queued | Exception] = []
     for arrival in arrivals:
         try:
             results.append(apply_arrival(runtime, arrival))
@@ -89,13 +99,13 @@ def apply_arrivals(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested |
     return results
 
 
-def _batch_or_none(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested] | None:
+def _batch_or_none(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested | Queued] | None:
     """The arrivals in one set-based transaction, tried twice on a unique-key race; None when
     the batch failed (the caller then applies them one by one)."""
     for attempt in range(2):
         try:
             with transaction(runtime.database) as session:
-                return ingest_arrivals(session, runtime.engine, arrivals, utcnow())
+                return _unless_queued(session, runtime, arrivals)
         except IntegrityError:
             if attempt == 0:
                 continue
@@ -106,6 +116,23 @@ def _batch_or_none(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested] 
             log.exception("a batch of %d events failed: applying them one by one", len(arrivals))
             return None
     return None
+
+
+def _unless_queued(
+    session: Session, runtime: Runtime, arrivals: list[Arrival]
+) -> list[Ingested | Queued]:
+    """`ingest_arrivals`, but a repeat of an event answered early and still queued is its
+    duplicate (the queued copy keeps the id its early answer gave)."""
+    keys = [a.event.id for a in arrivals if a.event.id is not None and a.event_id is None]
+    queued = queued_by_keys(session, keys)
+    fresh = [a for a in arrivals if a.event.id not in queued]
+    applied = iter(ingest_arrivals(session, runtime.engine, fresh, utcnow()))
+    return [
+        Queued(queued[a.event.id], duplicate=True)
+        if a.event.id is not None and a.event.id in queued
+        else next(applied)
+        for a in arrivals
+    ]
 
 
 def apply_or_error(

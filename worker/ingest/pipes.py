@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from worker.ingest.coalesce import Coalescer
-from worker.ingest.early import Drained, Queued, drain, queue_arrivals
+from worker.ingest.early import Drained, drain, queue_arrivals
 from worker.ingest.intake import apply_arrivals
-from worker.ingest.service import Arrival, Ingested
+from worker.ingest.service import Arrival, Ingested, Queued
 from worker.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Drainer:
 class Pipes:
     runtime: Runtime
     loop: asyncio.AbstractEventLoop
-    apply: Coalescer[Arrival, Ingested] = field(init=False)
+    apply: Coalescer[Arrival, Ingested | Queued] = field(init=False)
     queue: Coalescer[Arrival, Queued | Ingested] = field(init=False)
     drainer: Drainer = field(init=False)
 

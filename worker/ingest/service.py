@@ -41,6 +41,14 @@ class Ingested:
     exited: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Queued:
+    """An event held in the intake (answered early): its id is fixed, its lead not yet known."""
+
+    event_id: str
+    duplicate: bool = False
+
+
 def ingest(
     session: Session, engine: Engine, event_in: EventIn, now: datetime, *, source: str = "api"
 ) -> Ingested:
