@@ -1,11 +1,12 @@
 """An event answered 202 is never lost: a real `nurture api` on PostgreSQL answers early
 (`Prefer: respond-async`) and is killed with SIGKILL before it applies what it queued; beat's
 sweep (through a worker) applies every queued event exactly once, and a restarted API answers a
-repeat with the applied event."""
+repeat with the applied event. And `nurture run` on SQLite takes both kinds of answer."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,35 @@ def test_an_api_killed_right_after_202_loses_nothing(cluster: tuple[Cluster, str
     assert repeat.json()["duplicate"] is True
     signups = "SELECT count(*) FROM events WHERE type = 'signed_up'"
     assert rows(database_url, signups) == [(COUNT,)]
+
+
+def test_nurture_run_on_sqlite_coalesces_and_answers_early(tmp_path: Path, smtp_sink: Sink) -> None:
+    """The all-in-one `nurture run` (API in a thread, worker and beat in-process) on SQLite:
+    concurrent single events are applied and answered; early answers are applied by its
+    drainer."""
+    write_project(tmp_path, welcome_project(WELCOME_DAY_ONE, "---\nsubject: Hi\n---\n<p>Hi</p>\n"))
+    database_url = f"sqlite:///{tmp_path / '.nurture' / 'nurture.db'}"
+    env = {**cluster_env(tmp_path, database_url, "filesystem://", smtp_sink.port),
+           "NURTURE_API_TOKENS": TOKEN}  # fmt: skip
+    processes = Cluster(tmp_path, env)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        processes.start("run", "run", "--port", str(port))
+        wait_for(lambda: _up(base), 60, "nurture run's API")
+        plain = {"Authorization": f"Bearer {TOKEN}"}
+
+        def post(number: int) -> httpx.Response:
+            headers = EARLY if number % 2 else plain
+            return httpx.post(f"{base}/v1/events", json=signup(number), headers=headers, timeout=30)
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(post, range(COUNT * 2)))
+        assert [a.status_code for a in answers] == [202] * (COUNT * 2)
+        assert all(answers[n].json()["enrolled"] == ["welcome"] for n in range(0, COUNT * 2, 2))
+        assert all(answers[n].json()["status"] == "queued" for n in range(1, COUNT * 2, 2))
+        signups = "SELECT count(*) FROM events WHERE type = 'signed_up'"
+        wait_for(lambda: rows(database_url, signups) == [(COUNT * 2,)], 30, "every event applied")
+        assert rows(database_url, "SELECT count(*) FROM event_intake") == [(0,)]
+    finally:
+        processes.stop_all()
