@@ -112,20 +112,20 @@ async def take_event(request: Request, runtime: Runtime, event: EventIn, source:
                         headers=headers)  # fmt: skip
 
 
-EARLY = {
-    "model": QueuedResult,
-    "description": "with `Prefer: respond-async`: the event is queued durably and applied in "
-    "arrival order (a repeated id of a queued event answers 200 with `duplicate`)",
-}
-
-
 @router.post(
     "/events",
     status_code=202,
     response_model=EventResult,
     responses={
-        200: {"model": EventResult, "description": "a repeated id: nothing changed"},
-        202: {"model": EventResult | QueuedResult, "description": "recorded, or queued"},
+        200: {
+            "model": EventResult | QueuedResult,
+            "description": "a repeated id: nothing changed (`status: queued` while its first "
+            "copy waits in the intake)",
+        },
+        202: {
+            "model": EventResult | QueuedResult,
+            "description": "recorded; with `Prefer: respond-async`, queued durably",
+        },
     },
 )
 async def post_event(event: EventIn, request: Request, runtime: RuntimeDep) -> Any:
@@ -140,6 +140,17 @@ async def post_batch(batch: EventBatch, request: Request, runtime: RuntimeDep) -
     """Up to 1,000 events, one result per item in order; a valid item is applied even when
     another item is invalid. With `Prefer: respond-async` each valid item is queued and
     answered `{"event_id", "status": "queued"}`."""
+    asked = prefers_async(request)
+    # validating 1,000 items takes a while: in a thread, not on the event loop
+    results = await run_in_threadpool(batch_results, runtime, batch, early=asked)
+    if asked:
+        pipes_for(runtime).drainer.kick()
+    headers = {"Preference-Applied": "respond-async"} if asked else None
+    return JSONResponse({"results": results}, status_code=207, headers=headers)
+
+
+def batch_results(runtime: Runtime, batch: EventBatch, *, early: bool) -> list[Any]:
+    """Each item validated, the valid ones applied (or queued) together: a result per item."""
     results: list[Any] = []
     valid: list[tuple[int, EventIn]] = []
     for item in batch.events:
@@ -149,19 +160,13 @@ async def post_batch(batch: EventBatch, request: Request, runtime: RuntimeDep) -
         except ValidationError as exc:
             fields = field_errors(exc.errors(), drop_prefix=())
             results.append(error_body(summary(fields), code="invalid", fields=fields))
-    asked = prefers_async(request)
-    if valid and asked:
-        arrivals = [Arrival(event) for _, event in valid]
-        queued = await run_in_threadpool(queue_arrivals, runtime, arrivals)
-        _place(results, valid, queued)
-        pipes_for(runtime).drainer.kick()
-    elif valid:
-        applied = await run_in_threadpool(apply_batch, runtime, [event for _, event in valid])
-        _place(results, valid, applied)
-    headers = {"Preference-Applied": "respond-async"} if asked else None
-    return JSONResponse({"results": results}, status_code=207, headers=headers)
-
-
-def _place(results: list[Any], valid: list[tuple[int, EventIn]], found: Any) -> None:
+    if not valid:
+        return results
+    events = [event for _, event in valid]
+    if early:
+        found: list[Any] = list(queue_arrivals(runtime, [Arrival(event) for event in events]))
+    else:
+        found = list(apply_batch(runtime, events))
     for (position, _), result in zip(valid, found, strict=True):
         results[position] = _item(result)
+    return results
