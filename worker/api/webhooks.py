@@ -108,7 +108,10 @@ def _invalid(exc: Invalid) -> JSONResponse:
     status_code=202,
     response_model=EventResult,
     responses={
-        200: {"model": EventResult, "description": "a repeated delivery: nothing changed"},
+        200: {
+            "model": EventResult | QueuedResult,
+            "description": "a repeated delivery: nothing changed",
+        },
         202: {"model": EventResult | QueuedResult, "description": "recorded, or queued"},
         **_errors(401, 413, 415, 422),
     },
@@ -145,7 +148,7 @@ async def post_form(
     response_model=EventResult,
     responses={
         200: {
-            "model": EventResult | IgnoredResult,
+            "model": EventResult | IgnoredResult | QueuedResult,
             "description": "a repeated delivery, or one that changes nothing (ignored)",
         },
         202: {"model": EventResult | QueuedResult, "description": "recorded, or queued"},
