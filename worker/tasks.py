@@ -100,6 +100,7 @@ def make_app(config: Settings | None = None) -> Celery:
                 "options": {"expires": max(1.0, config.crm_push_interval * 2)},
             },
         },
+        beat_scheduler="worker.runtime.scheduler:LeaderScheduler",  # several beats, one leads
         beat_schedule_filename=str((config.home / "beat-schedule").resolve()),
         timezone="UTC",
     )

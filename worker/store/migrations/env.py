@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import worker.store.tables  # noqa: F401  (registers the tables)
+import worker.store.event_keys
+import worker.store.leases
+import worker.store.tables  # noqa: F401  (these register the tables)
 from worker.config import settings
 from worker.store.db import database_url, make_engine
 
