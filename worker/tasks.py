@@ -23,6 +23,7 @@ from worker.sending.dispatch import lease_due, sweep_steps
 from worker.sending.service import send_step, send_steps
 from worker.support.copies import prune_old_copies
 from worker.support.deploy import deploy_if_changed
+from worker.support.retention import prune_expired
 from worker.world.ticks import wake_due_leads
 
 log = logging.getLogger("nurture")
@@ -36,6 +37,8 @@ CONFIRM_INTERVAL = 600.0
 PRUNE_INTERVAL = 6 * 3600.0
 """Seconds between prunes of email copies past their retention (a few times a day, so a
 restarted beat does not put it off by a whole day)."""
+RETENTION_INTERVAL = 3600.0
+"""Seconds between runs of retention (CRM outbox, events, idempotency keys)."""
 
 
 def broker_options(config: Settings) -> dict[str, Any]:
@@ -98,6 +101,11 @@ def make_app(config: Settings | None = None) -> Celery:
                 "task": "crm.push",
                 "schedule": config.crm_push_interval,
                 "options": {"expires": max(1.0, config.crm_push_interval * 2)},
+            },
+            "retention": {
+                "task": "retention.prune",
+                "schedule": RETENTION_INTERVAL,
+                "options": {"expires": RETENTION_INTERVAL},
             },
         },
         beat_scheduler="worker.runtime.scheduler:LeaderScheduler",  # several beats, one leads
@@ -188,6 +196,15 @@ def crm_push() -> str:
 def messages_prune() -> str:
     """Drop the copies of emails sent longer ago than NURTURE_COPY_RETENTION_DAYS."""
     return f"pruned {prune_old_copies(runtime(), utcnow())} copies"
+
+
+@app.task(name="retention.prune")
+def retention_prune() -> str:
+    """Delete what is past its retention: pushed CRM changes, old events, their kept keys."""
+    pruned = prune_expired(runtime(), utcnow())
+    if pruned.problem:
+        log.error("retention: %s", pruned.problem)
+    return pruned.summary()
 
 
 @app.task(name="leads.tick")
