@@ -143,7 +143,8 @@ def test_pruning_keeps_what_the_engine_decides_from_and_the_consent_changes(
         assert posted.status_code == 202
     age_everything(runtime, 40)
     before = world_of(runtime, lead_id)
-    assert before.lead.score.entries and "pricing_viewed" in before.enrollments[0].events_seen
+    assert before.lead.score.entries
+    assert "pricing_viewed" in before.enrollments[0].events_seen
 
     stored = counts(runtime)["events"]
     assert prune_expired(runtime, datetime.now(UTC)).events == stored - 1  # all but unsubscribed
