@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from worker.config import settings
 from worker.kit.clock import utcnow
 from worker.runtime.leadership import Leadership
-from worker.store.db import database_url, engine_for, transaction
+from worker.store.db import database_url, make_engine, transaction
 from worker.store.leases import last_runs, record_run
 
 log = logging.getLogger("nurture.beat")
@@ -36,7 +36,9 @@ class LeaderScheduler(Scheduler):
     def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
         config = settings()
         self.leadership = Leadership(
-            engine_for(database_url(config)),
+            # an engine of its own: `nurture run` starts beat in a child process, where the
+            # parent's pooled connections (their files closed by Celery) must not be reused
+            make_engine(database_url(config)),
             lease=config.beat_lease_seconds,
             renew=config.beat_renew_seconds,
         )
