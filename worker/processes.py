@@ -97,7 +97,7 @@ def run_api(host: str, port: int, workers: int = 1) -> None:
 
 def run_all(config: Settings, port: int) -> None:
     """API on 127.0.0.1, worker and beat in this process (Celery's solo pool)."""
-    from celery.beat import EmbeddedService
+    from celery.beat import Service
 
     from worker.tasks import app, worker_argv
 
@@ -106,8 +106,8 @@ def run_all(config: Settings, port: int) -> None:
     thread.start()
     # beat in a thread, not the child process `--beat` forks: SQLite's open files do not
     # survive a fork, and beat's lease (runtime/scheduler.py) lives in the database
-    beat = EmbeddedService(app, thread=True)
-    beat.start()
+    beat = Service(app)
+    threading.Thread(target=beat.start, name="beat", daemon=True).start()
     try:
         app.worker_main(worker_argv(pool="solo"))
     finally:
