@@ -32,7 +32,9 @@ from worker.store.tables import EventRow, UTCDateTime
 
 class EventKeyRow(SQLModel, table=True):
     __tablename__ = "event_keys"
-    __table_args__ = (Index("ix_event_keys_created_at", "created_at"),)
+    __table_args__ = (  # BRIN on PostgreSQL: keys move here in arrival order
+        Index("ix_event_keys_created_at", "created_at", postgresql_using="brin"),
+    )
 
     key: str = Field(sa_column=Column(String(200), primary_key=True))
     event_id: str = Field(max_length=32)
