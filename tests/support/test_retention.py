@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import text, update
 from sqlmodel import col
 
 from tests.helpers import make_runtime
+from tests.ingest.test_webhooks import SHOPIFY_SECRET, checkout, shopify
 from tests.library import unsubscribe_template
 from worker.api.app import create_app
 from worker.crm.repository import add_change
@@ -65,6 +67,7 @@ def runtime(tmp_path: Path, database_url: str) -> Runtime:
             "event_retention_days": 35,
             "idempotency_retention_days": 60,
             "crm_outbox_retention_days": 30,
+            "shopify_webhook_secret": SecretStr(SHOPIFY_SECRET),
         }
     )
     return found
@@ -132,6 +135,21 @@ def test_a_late_retry_of_a_pruned_event_answers_duplicate_and_changes_nothing(
     later = prune_expired(runtime, datetime.now(UTC) + timedelta(days=21))
     assert later.keys == 1
     assert counts(runtime)["event_keys"] == 0
+
+
+def test_shopify_retrying_a_delivery_whose_event_was_pruned_changes_nothing(
+    client: TestClient, runtime: Runtime
+) -> None:
+    first = shopify(client, "checkouts/create", checkout(), "w-late")
+    assert first.status_code == 202
+    age_everything(runtime, 40)
+    assert prune_expired(runtime, datetime.now(UTC)).events >= 1
+    before = counts(runtime)
+    retried = shopify(client, "checkouts/create", checkout(), "w-late")  # hours later
+    assert retried.status_code == 200
+    assert retried.json()["duplicate"] is True
+    assert retried.json()["event_id"] == first.json()["event_id"]
+    assert counts(runtime) == before
 
 
 def test_pruning_keeps_what_the_engine_decides_from_and_the_consent_changes(
