@@ -26,18 +26,21 @@ from worker.crm.repository import prune_pushed
 from worker.definitions.catalog import Catalog
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
-from worker.store.event_keys import prune_events, prune_keys
+from worker.store.event_keys import oldest_event, prune_events, prune_keys
 from worker.store.switches import write_switch
 from worker.store.tables import SwitchRow
 
 BATCH = 2_000
 """Rows deleted per transaction: short locks, and a long backlog still moves."""
+WINDOW = timedelta(days=1)
+"""Events are pruned a day of arrivals at a time."""
 RUN_SECONDS = 120.0
 """How long one run goes on; a longer backlog continues at the next run."""
 KEPT_TYPES = ("unsubscribed", "resubscribed")
 EVENTS_MARK = "retention:events_before"
 CRM_MARK = "retention:crm_pushed_before"
-"""`switches` rows: the latest cutoff before which rows were deleted (a lead's export says)."""
+"""`switches` rows: the time before which retention has deleted what it deletes (a lead's
+export says so; the next run of event retention starts there)."""
 
 
 @dataclass(frozen=True)
@@ -82,19 +85,42 @@ def prune_expired(runtime: Runtime, now: datetime, seconds: float = RUN_SECONDS)
     deadline = time.monotonic() + seconds
     crm_before = now - timedelta(days=config.crm_outbox_retention_days)
     keys_after = now - timedelta(days=config.idempotency_retention_days)
-    crm = _in_batches(runtime, deadline, lambda s: prune_pushed(s, crm_before, BATCH))
+    crm, _ = _in_batches(runtime, deadline, lambda s: prune_pushed(s, crm_before, BATCH))
+    if crm:
+        _mark(runtime, CRM_MARK, crm_before, now)
     events, problem = 0, retention_problem(runtime.catalog, config.event_retention_days)
     if config.event_retention_days and problem is None:
         before = now - timedelta(days=config.event_retention_days)
-        events = _in_batches(
-            runtime, deadline, lambda s: prune_events(s, before, keys_after, KEPT_TYPES, BATCH)
-        )
-        if events:
-            _mark(runtime, EVENTS_MARK, before, now)
-    if crm:
-        _mark(runtime, CRM_MARK, crm_before, now)
-    keys = _in_batches(runtime, deadline, lambda s: prune_keys(s, keys_after, BATCH))
+        events = _prune_events(runtime, now, before, keys_after, deadline)
+    keys, _ = _in_batches(runtime, deadline, lambda s: prune_keys(s, keys_after, BATCH))
     return Pruned(crm_changes=crm, events=events, keys=keys, problem=problem)
+
+
+def _prune_events(
+    runtime: Runtime, now: datetime, before: datetime, keys_after: datetime, deadline: float
+) -> int:
+    """Events that arrived before `before`, a day of arrivals at a time from where the last
+    run got to (`EVENTS_MARK`: everything prunable before it is gone), or from the oldest."""
+    with transaction(runtime.database) as session:
+        marked = session.get(SwitchRow, EVENTS_MARK)
+        start = datetime.fromisoformat(marked.value) if marked else oldest_event(session)
+    if start is None or start >= before:
+        return 0
+    pruned, reached = 0, start
+    while reached < before:
+        window = (reached, min(reached + WINDOW, before))
+
+        def batch(session: Session, window: tuple[datetime, datetime] = window) -> int:
+            return prune_events(session, window, keys_after, KEPT_TYPES, BATCH)
+
+        count, finished = _in_batches(runtime, deadline, batch)
+        pruned += count
+        if not finished:
+            break
+        reached = window[1]
+    if reached > start:
+        _mark(runtime, EVENTS_MARK, reached, now)
+    return pruned
 
 
 def pruned_before(session: Session) -> dict[str, str]:
@@ -107,16 +133,21 @@ def pruned_before(session: Session) -> dict[str, str]:
     return found
 
 
-def _in_batches(runtime: Runtime, deadline: float, batch: Callable[[Session], int]) -> int:
+def _in_batches(
+    runtime: Runtime, deadline: float, batch: Callable[[Session], int]
+) -> tuple[int, bool]:
+    """Batches until one comes back short (True: all done) or the run's time is up."""
     done = 0
     while True:
         with transaction(runtime.database) as session:
             count = batch(session)
         done += count
-        if count < BATCH or time.monotonic() > deadline:
-            return done
+        if count < BATCH:
+            return done, True
+        if time.monotonic() > deadline:
+            return done, False
 
 
 def _mark(runtime: Runtime, name: str, before: datetime, now: datetime) -> None:
     with transaction(runtime.database) as session:
-        write_switch(session, name, before.isoformat(timespec="seconds"), now, "retention")
+        write_switch(session, name, before.isoformat(), now, "retention")
