@@ -54,7 +54,7 @@ class LeaderScheduler(Scheduler):
         if self._term != self.leadership.term:
             self._term = self.leadership.term
             self._resume()
-        return min(float(super().tick(*args, **kwargs)), wait)
+        return max(0.0, min(float(super().tick(*args, **kwargs)), wait))
 
     def apply_entry(self, entry: ScheduleEntry, producer: kombu.Producer | None = None) -> None:
         if not self.leadership.may_publish():
