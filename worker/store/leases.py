@@ -66,8 +66,12 @@ def lease_holder(session: Session, name: str) -> tuple[str, datetime] | None:
 def release_lease(session: Session, name: str, holder: str, now: datetime) -> None:
     """End `holder`'s lease at once (a beat that stops cleanly): another takes over at its
     next try instead of after the lease."""
+    postgres = session.get_bind().dialect.name == "postgresql"
     session.execute(
-        text("UPDATE leases SET expires_at = :now WHERE name = :name AND holder = :holder"),
+        text(
+            f"UPDATE leases SET expires_at = {'clock_timestamp()' if postgres else ':now'} "
+            "WHERE name = :name AND holder = :holder"
+        ),
         {"now": db_time(session, now), "name": name, "holder": holder},
     )
 
