@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import worker.store.counter_rows  # registers the outcome counters
 import worker.store.tables  # noqa: F401  (registers the tables)
 from worker.config import settings
 from worker.store.db import database_url, make_engine
