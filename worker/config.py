@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     fault_after: int = 1
     """The message of a batch (1 = the first) at which `mid_batch` and `after_send` stop."""
 
+    # -- outcome counters (issue 16, docs/stats.md) --
+    counters_compact_interval: float = Field(default=600.0, gt=0)
+    """Seconds between compactions of the outcome counters (each closed hour's delta rows
+    folded into one row per key)."""
+
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str) -> str:

@@ -223,9 +223,9 @@ def converted_among(session: Session, enrollment_ids: Iterable[str]) -> set[str]
 # -- the flush --------------------------------------------------------------------------------
 
 
-def flush(session: Session) -> None:
+def flush(session: Session, chunk: int | None = None) -> None:
     """Write the transaction's tally: deliveries and conversions of the runs it turned sent
-    (one query each), then every delta in one INSERT."""
+    (one query each), then every delta in one INSERT (or one per `chunk` rows)."""
     found: Tally | None = session.info.pop(TALLY, None)
     if found is None:
         return
@@ -246,8 +246,9 @@ def flush(session: Session) -> None:
         for (key, hour, outcome, reason), n in found.deltas.items()
         if n != 0
     ]
-    if rows:
-        session.execute(insert(CounterRow).values(rows))
+    step = chunk or len(rows) or 1
+    for start in range(0, len(rows), step):
+        session.execute(insert(CounterRow).values(rows[start : start + step]))
 
 
 def _sent_outcomes(session: Session, found: Tally) -> None:
