@@ -204,8 +204,13 @@ def mark_once(session: Session, outcome: str, ref: str) -> bool:
     """True the first time (outcome, ref) is marked: that outcome counts now, never again."""
     dialect = session.get_bind().dialect.name
     maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = maker(CounterMarkRow).values(outcome=outcome, ref=ref).on_conflict_do_nothing()
-    return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+    statement = (
+        maker(CounterMarkRow)
+        .values(outcome=outcome, ref=ref)
+        .on_conflict_do_nothing()
+        .returning(col(CounterMarkRow.ref))
+    )
+    return session.execute(statement).first() is not None
 
 
 def converted_among(session: Session, enrollment_ids: Iterable[str]) -> set[str]:
