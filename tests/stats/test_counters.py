@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.stats.test_operator import client, rows, runtime, scenario  # noqa: F401
+from tests.stats.test_operator import rows
 from worker.runtime.process import Runtime
 from worker.stats.service import counted
 from worker.stats.upkeep import backfill, compact
@@ -78,7 +78,7 @@ def recount(runtime: Runtime) -> Totals:
             mine = sorted((r for r in sent if r[1] == lead_id), key=lambda r: str(r[4]))
             run = mine[-1][0] if mine else None
         if run in step_of:
-            counted_runs.add((outcome[kind], run))
+            counted_runs.add((outcome[kind], str(run)))
     for name, run in counted_runs:
         found[(step_of[run], name, "")] += 1
     converted = {enrollment for (enrollment,) in rows(runtime, GOAL)}
@@ -109,7 +109,7 @@ def from_counters(
 
 def test_counters_equal_a_recount_from_the_raw_rows(
     runtime: Runtime,
-    scenario: dict[str, str],  # noqa: F811
+    scenario: dict[str, str],
 ) -> None:
     expected = recount(runtime)
     assert expected[("welcome", "sent", "")] == 3
@@ -119,7 +119,7 @@ def test_counters_equal_a_recount_from_the_raw_rows(
 
 def test_compaction_keeps_the_sums(
     runtime: Runtime,
-    scenario: dict[str, str],  # noqa: F811
+    scenario: dict[str, str],
 ) -> None:
     before = from_counters(runtime)
     [(loose,)] = rows(runtime, "SELECT count(*) FROM outcome_counters")
@@ -134,7 +134,7 @@ def test_compaction_keeps_the_sums(
 
 def test_backfill_rebuilds_the_same_sums_and_twice_is_once(
     runtime: Runtime,
-    scenario: dict[str, str],  # noqa: F811
+    scenario: dict[str, str],
 ) -> None:
     before = from_counters(runtime)
     with transaction(runtime.database) as session:  # as before the counters existed
@@ -151,8 +151,8 @@ def test_backfill_rebuilds_the_same_sums_and_twice_is_once(
 
 def test_a_date_range_narrows_the_counts(
     runtime: Runtime,
-    client: TestClient,  # noqa: F811
-    scenario: dict[str, str],  # noqa: F811
+    client: TestClient,
+    scenario: dict[str, str],
 ) -> None:
     now = datetime.now(UTC)
     everything = from_counters(runtime)
