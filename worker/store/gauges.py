@@ -1,0 +1,111 @@
+"""What `/metrics` reads from the database at each scrape: the work waiting now, never the
+history. Every query runs on a partial index whose rows leave it when the work is done (due
+steps, steps in doubt, waiting steps, unpushed CRM changes) or on a table of a few rows
+(switches, heartbeats), so a scrape costs the same at ten thousand events as at ten million.
+`bench/metrics.py` measures it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Index, inspect, text
+from sqlmodel import Session
+
+from worker.store.heartbeats import heartbeats
+from worker.store.holds import provider_holds
+from worker.store.polls import last_polls
+from worker.store.steps import db_time
+from worker.store.tables import StepRunRow
+
+WAITING_WHERE = "status = 'pending' AND (hold IS NOT NULL OR reason IS NOT NULL)"
+WAITING_INDEX = Index(
+    "ix_step_runs_waiting",
+    StepRunRow.__table__.c.hold,  # type: ignore[attr-defined]
+    StepRunRow.__table__.c.reason,  # type: ignore[attr-defined]
+    postgresql_where=text(WAITING_WHERE),
+    sqlite_where=text(WAITING_WHERE),
+)
+"""Declared here, beside its only query (tables.py is full); migration 1j_heartbeats."""
+
+WAITING = (
+    "SELECT COALESCE(hold, CASE "
+    "WHEN reason LIKE 'retry: %refused our credentials%' THEN 'provider_held' "
+    "WHEN reason LIKE 'retry:%' THEN 'retry' ELSE reason END) AS why, count(*) "
+    f"FROM step_runs WHERE {WAITING_WHERE} GROUP BY why"
+)
+"""Pending steps waiting for a reason (ix_step_runs_waiting): an operator's hold (paused,
+sends_paused …), a cap or a window, a retry, a provider holding off after refusing our
+credentials (`provider_held`)."""
+
+
+@dataclass
+class Gauges:
+    due: dict[str | None, int] = field(default_factory=dict)
+    """Channel → pending steps due now."""
+    oldest_due: datetime | None = None
+    unknown: int = 0
+    held: dict[str, int] = field(default_factory=dict)
+    crm_backlog: int = 0
+    crm_oldest: datetime | None = None
+    last_poll: datetime | None = None
+    provider_holds: dict[str, datetime] = field(default_factory=dict)
+    heartbeats: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+    intake_pending: int = 0
+
+
+def read_gauges(session: Session, now: datetime) -> Gauges:
+    at = {"now": db_time(session, now)}
+    due_rows = session.execute(
+        text(
+            "SELECT channel, count(*), min(due_at) FROM step_runs "
+            "WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= :now GROUP BY channel"
+        ),
+        at,
+    ).all()
+    found = Gauges(due={channel: int(count) for channel, count, _ in due_rows})
+    oldest = [at for at in (_aware(row[2]) for row in due_rows) if at is not None]
+    found.oldest_due = min(oldest, default=None)
+    found.unknown = int(
+        session.execute(text("SELECT count(*) FROM step_runs WHERE status = 'unknown'")).scalar()
+        or 0
+    )
+    found.held = {str(why): int(count) for why, count in session.execute(text(WAITING)).all()}
+    found.crm_backlog = int(
+        session.execute(text("SELECT count(*) FROM crm_outbox WHERE status = 'pending'")).scalar()
+        or 0
+    )
+    found.crm_oldest = _aware(
+        session.execute(
+            text("SELECT created_at FROM crm_outbox WHERE status = 'pending' ORDER BY id LIMIT 1")
+        ).scalar()
+    )
+    polls = last_polls(session)
+    found.last_poll = max(polls.values()) if polls else None
+    found.provider_holds = provider_holds(session)
+    found.heartbeats = heartbeats(session, now)
+    found.intake_pending = intake_pending(session)
+    return found
+
+
+def intake_pending(session: Session) -> int:
+    """Events answered 202 and not applied yet, when this installation has the durable intake
+    (`event_intake`): its rows without `applied_at`, or all of them when applied rows are
+    deleted instead. 0 without one."""
+    bind = session.connection()
+    found = inspect(bind)
+    if not found.has_table("event_intake"):
+        return 0
+    columns = {column["name"] for column in found.get_columns("event_intake")}
+    condition = " WHERE applied_at IS NULL" if "applied_at" in columns else ""
+    return int(session.execute(text(f"SELECT count(*) FROM event_intake{condition}")).scalar() or 0)
+
+
+def _aware(value: object) -> datetime | None:
+    """Raw SQL skips the column type: SQLite gives text, PostgreSQL an aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
