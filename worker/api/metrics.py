@@ -32,9 +32,18 @@ log = logging.getLogger(__name__)
 DUE_CHANNELS = ("email", "sms", "whatsapp")
 """Always shown, 0 when nothing is due, so a panel has its lines from the start."""
 HELD = frozenset(
-    {"paused", "sequence_paused", "sends_paused", "sequence_missing", "cap", "window",
-     "quiet_hours", "provider_held", "retry"}
-)  # fmt: skip
+    {
+        "paused",
+        "sequence_paused",
+        "sends_paused",
+        "sequence_missing",
+        "cap",
+        "window",
+        "quiet_hours",
+        "provider_held",
+        "retry",
+    }
+)
 """The reasons a pending step waits (the engine's, and `retry`/`provider_held` for a provider's
 answer); any other counts as `other`."""
 
@@ -61,24 +70,34 @@ class DatabaseCollector(Collector):
         except Exception:  # a scrape must answer: report the database as down instead
             log.exception("metrics: the database queries failed")
             gauges = None
-        yield _gauge("nurture_database_up", "1 when the metrics queries succeeded",
-                     1 if gauges else 0)  # fmt: skip
+        yield _gauge(
+            "nurture_database_up", "1 when the metrics queries succeeded", 1 if gauges else 0
+        )
         if gauges is not None:
             yield from families(gauges, now)
 
 
 def families(found: Gauges, now: datetime) -> Iterator[Metric]:
-    yield _gauge("nurture_event_intake_pending",
-                 "Events answered 202 and not applied yet", found.intake_pending)  # fmt: skip
+    yield _gauge(
+        "nurture_event_intake_pending",
+        "Events answered 202 and not applied yet",
+        found.intake_pending,
+    )
     due = GaugeMetricFamily("nurture_steps_due", "Pending steps due now", labels=["channel"])
     for channel, count in _bounded(found.due, instruments.CHANNELS, DUE_CHANNELS).items():
         due.add_metric([channel], count)
     yield due
     age = (now - found.oldest_due).total_seconds() if found.oldest_due else 0.0
-    yield _gauge("nurture_oldest_due_step_age_seconds",
-                 "Seconds the oldest due pending step has waited (0 when none)", max(0.0, age))  # fmt: skip
-    yield _gauge("nurture_steps_unknown",
-                 "Step runs in doubt (handed to a provider, no answer recorded)", found.unknown)  # fmt: skip
+    yield _gauge(
+        "nurture_oldest_due_step_age_seconds",
+        "Seconds the oldest due pending step has waited (0 when none)",
+        max(0.0, age),
+    )
+    yield _gauge(
+        "nurture_steps_unknown",
+        "Step runs in doubt (handed to a provider, no answer recorded)",
+        found.unknown,
+    )
     held = GaugeMetricFamily(
         "nurture_steps_held", "Pending steps waiting for a reason", labels=["reason"]
     )
@@ -91,16 +110,23 @@ def families(found: Gauges, now: datetime) -> Iterator[Metric]:
         labels=["provider"],
     )
     for name, until in sorted(found.provider_holds.items()):
-        provider.add_metric([instruments.bounded(name, instruments.PROVIDERS)],
-                            1 if until > now else 0)  # fmt: skip
+        provider.add_metric(
+            [instruments.bounded(name, instruments.PROVIDERS)], 1 if until > now else 0
+        )
     yield provider
     yield _gauge("nurture_crm_backlog", "CRM outbox changes not pushed yet", found.crm_backlog)
     lag = (now - found.crm_oldest).total_seconds() if found.crm_oldest else 0.0
-    yield _gauge("nurture_crm_sync_lag_seconds",
-                 "Age of the oldest CRM change not pushed yet (0 when none)", max(0.0, lag))  # fmt: skip
+    yield _gauge(
+        "nurture_crm_sync_lag_seconds",
+        "Age of the oldest CRM change not pushed yet (0 when none)",
+        max(0.0, lag),
+    )
     if found.last_poll is not None:
-        yield _gauge("nurture_inbox_last_poll_timestamp_seconds",
-                     "Unix time of the reply mailbox's last poll", found.last_poll.timestamp())  # fmt: skip
+        yield _gauge(
+            "nurture_inbox_last_poll_timestamp_seconds",
+            "Unix time of the reply mailbox's last poll",
+            found.last_poll.timestamp(),
+        )
     stamp = GaugeMetricFamily(
         "nurture_heartbeat_timestamp_seconds",
         "Unix time of the newest heartbeat of a worker or beat process",

@@ -12,8 +12,10 @@ from typing import TypeVar
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session
 
+from worker.definitions.event_types import known_event_types
 from worker.ingest.schemas import EventIn
 from worker.ingest.service import Ingested, ingest, ingest_batch
+from worker.kit import metrics
 from worker.kit.clock import utcnow
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
@@ -46,9 +48,11 @@ def atomically(runtime: Runtime, work: Callable[[Session, datetime], T]) -> T:
 def apply(runtime: Runtime, event: EventIn, *, source: str = "api") -> Ingested:
     """One event, one transaction. A concurrent insert of the same id or the same new lead
     loses on a unique key; the second try then finds what the first one wrote."""
-    return atomically(
+    found = atomically(
         runtime, lambda session, now: ingest(session, runtime.engine, event, now, source=source)
     )
+    count_ingested(runtime, source, [event], [found])
+    return found
 
 
 def apply_batch(
@@ -63,8 +67,11 @@ def apply_batch(
     for attempt in range(2):
         try:
             with transaction(runtime.database) as session:
-                found = ingest_batch(session, runtime.engine, events, utcnow(), source=source)
-            return list(found)
+                found: list[Ingested | NotStored] = list(
+                    ingest_batch(session, runtime.engine, events, utcnow(), source=source)
+                )
+            count_ingested(runtime, source, events, found)
+            return found
         except IntegrityError:
             if attempt == 0:
                 continue
@@ -83,3 +90,18 @@ def apply_or_error(
         return apply(runtime, event, source=source)
     except (IntegrityError, DataError) as exc:
         return NotStored(f"the database refused this event: {type(exc.orig).__name__}")
+
+
+def count_ingested(
+    runtime: Runtime,
+    source: str,
+    events: list[EventIn],
+    results: list[Ingested] | list[Ingested | NotStored],
+) -> None:
+    """`nurture_events_ingested_total`: the events recorded (not repeats, not refusals)."""
+    recorded = [
+        event.type
+        for event, result in zip(events, results, strict=True)
+        if isinstance(result, Ingested) and not result.duplicate
+    ]
+    metrics.count_events(source, recorded, known_event_types(runtime.catalog))

@@ -45,7 +45,7 @@ def registry() -> CollectorRegistry:
 
         return REGISTRY
     found = CollectorRegistry(auto_describe=False)
-    MultiProcessCollector(found, folder)
+    MultiProcessCollector(found, folder)  # type: ignore[no-untyped-call]
     return found
 
 
@@ -55,7 +55,7 @@ def process_ended(pid: int) -> None:
     if os.environ.get(ENV):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def serve(host: str, port: int) -> None:

@@ -89,8 +89,7 @@ THROTTLED = Counter(
 )
 PROVIDER_ERRORS = Counter(
     "nurture_provider_errors",
-    "Failed calls to a provider, by kind (timeout, connection, http_4xx, http_5xx, refused, "
-    "other)",
+    "Failed calls to a provider, by kind (timeout, connection, http_4xx, http_5xx, refused, other)",
     ["provider", "kind"],
     registry=REGISTRY,
 )

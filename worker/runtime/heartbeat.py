@@ -62,7 +62,7 @@ def install(app: Celery, database: Callable[[], Database], *, worker: bool, beat
     if worker:
 
         class Heartbeat(bootsteps.StartStopStep):
-            requires = {"celery.worker.components:Timer"}
+            requires = ("celery.worker.components:Timer",)
 
             def __init__(self, parent: Any, **kwargs: Any) -> None:
                 super().__init__(parent, **kwargs)

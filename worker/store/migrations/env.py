@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import worker.store.gauges  # noqa: F401  (its index on step_runs)
-import worker.store.heartbeats  # noqa: F401  (the heartbeats table)
+import worker.store.gauges  # its index on step_runs
+import worker.store.heartbeats  # the heartbeats table
 import worker.store.tables  # noqa: F401  (registers the tables)
 from worker.config import settings
 from worker.store.db import database_url, make_engine
