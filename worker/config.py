@@ -111,6 +111,16 @@ class Settings(BaseSettings):
     fault_after: int = 1
     """The message of a batch (1 = the first) at which `mid_batch` and `after_send` stop."""
 
+    # metrics (docs/metrics.md): the ports where `nurture worker` and `nurture beat` serve
+    # their own /metrics (0: none), and where each role's processes keep their counters
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    beat_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    """The address those ports listen on (Prometheus scrapes them from another container)."""
+    metrics_dir: Path | None = None
+    """Where each role keeps its counters (prometheus-client's multiprocess files), a folder per
+    role and port inside, emptied when the process starts; default `<home>/metrics`."""
+
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str) -> str:
