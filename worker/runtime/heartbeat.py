@@ -81,8 +81,11 @@ def install(app: Celery, database: Callable[[], Database], *, worker: bool, beat
         app.steps["worker"].add(Heartbeat)
         worker_process_shutdown.connect(_child_ended, weak=False)
     if beat:
+        parent = os.getpid()
 
         def started(**_: Any) -> None:
+            if os.getpid() != parent:  # beat embedded in a worker runs in a forked process:
+                database().dispose(close=False)  # its own connections, not the parent's
             heart = Heart(database, "beat")
             threading.Thread(
                 target=beat_forever, args=(heart, threading.Event()), name="heartbeat",
