@@ -196,7 +196,7 @@ def _factory(runtime: Runtime) -> Any:
 def explain(engine: Engine, state: State) -> None:
     with engine.connect() as connection:
         for label, query in GAUGE_QUERIES.items():
-            found = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + query)
+            found = connection.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + query))
             raw = found.scalar_one()
             plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]
             nodes: list[str] = []
