@@ -2,7 +2,7 @@
 
 Two PostgreSQL databases in the same run, made as `console.py` makes its own: one real lead
 through the event API and the worker (9 events, 10 step runs: 3 sent, 5 waiting days ahead, 2
-skipped; 3 messages), cloned with COPY — 1,112 leads (10,008 events, 11,120 step runs) and
+skipped; 3 messages; a pushed CRM change), cloned with COPY — 1,112 leads (10,008 events, 11,120 step runs) and
 111,112 leads (1,000,008 events, 1,111,120 step runs). Both get the same work waiting now, as
 a running installation has whatever its history: 200 steps due, 20 in doubt (`unknown`), 30
 held by a paused sequence, 50 CRM changes not pushed, and a worker's and beat's heartbeat.
@@ -149,6 +149,10 @@ def work_waiting_now(runtime: Runtime) -> None:
         ).bindparams(bindparam("ids", expanding=True)),
             {"ids": ids[due + unknown:]})  # fmt: skip
         session.execute(text("DELETE FROM crm_outbox"))
+        session.execute(text(  # the CRM's history: one pushed change per lead
+            "INSERT INTO crm_outbox (lead_id, kind, payload, created_at, pushed_at, attempts, "
+            "status) SELECT id, 'contact', '{}', :at, :at, 1, 'pushed' FROM leads"),
+            {"at": now - timedelta(days=1)})  # fmt: skip
         for number in range(WAITING_NOW["crm"]):
             session.execute(text(
                 "INSERT INTO crm_outbox (lead_id, kind, payload, created_at, attempts, status) "
