@@ -3,9 +3,10 @@
 Two PostgreSQL databases in the same run, made as `console.py` makes its own: one real lead
 through the event API and the worker (9 events, 10 step runs: 3 sent, 5 waiting days ahead, 2
 skipped; 3 messages; a pushed CRM change), cloned with COPY — 1,112 leads (10,008 events,
-11,120 step runs) and 111,112 leads (1,000,008 events, 1,111,120 step runs). Both get the same work waiting now, as
-a running installation has whatever its history: 200 steps due, 20 in doubt (`unknown`), 30
-held by a paused sequence, 50 CRM changes not pushed, and a worker's and beat's heartbeat.
+11,120 step runs) and 111,112 leads (1,000,008 events, 1,111,120 step runs). Both get the same
+work waiting now, as a running installation has whatever its history: 200 steps due, 20 in
+doubt (`unknown`), 30 held by a paused sequence, 50 CRM changes not pushed, and a worker's and
+beat's heartbeat.
 
 - **Measure**: `GET /metrics` through the app (TestClient, in this process, no network),
   median of 20 each, alternating between the databases after 3 warm-up scrapes.
