@@ -105,7 +105,7 @@ def run_all(config: Settings, port: int) -> None:
     server = serve_api("127.0.0.1", port)
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
-    heartbeat.install(app, _database, worker=True, beat=True)  # counted at the API's /metrics
+    heartbeat.install(app, _database, worker=("worker", "beat"), beat=False)
     try:
         app.worker_main(worker_argv(pool="solo", beat=True))
     finally:
@@ -116,7 +116,7 @@ def run_all(config: Settings, port: int) -> None:
 def run_worker(concurrency: int | None, metrics_port: int = 0) -> None:
     from worker.tasks import app, worker_argv
 
-    heartbeat.install(app, _database, worker=True, beat=False)
+    heartbeat.install(app, _database, worker=("worker",), beat=False)
     exposition.serve(settings().metrics_host, metrics_port)
     app.worker_main(worker_argv(pool="prefork", concurrency=concurrency))
 
@@ -124,7 +124,7 @@ def run_worker(concurrency: int | None, metrics_port: int = 0) -> None:
 def run_beat(config: Settings, metrics_port: int = 0) -> None:
     from worker.tasks import app
 
-    heartbeat.install(app, _database, worker=False, beat=True)
+    heartbeat.install(app, _database, beat=True)
     exposition.serve(config.metrics_host, metrics_port)
     config.home.mkdir(parents=True, exist_ok=True)
     app.start(["beat", "--loglevel=INFO", f"--schedule={Path(config.home) / 'beat-schedule'}"])

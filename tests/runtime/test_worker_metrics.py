@@ -1,7 +1,8 @@
 """`nurture worker --metrics-port` and `nurture beat --metrics-port` as real processes on
 PostgreSQL + Redis: the worker's prefork children count their sends in prometheus-client's
 multiprocess files and one scrape of the worker's port adds them up; both write heartbeats
-that the API's /metrics reads from the database."""
+that the API's /metrics reads from the database. And `nurture run`, which serves it all at
+its API's /metrics."""
 
 from __future__ import annotations
 
@@ -107,3 +108,37 @@ def test_a_worker_serves_the_counts_of_all_its_children_and_both_roles_beat(
         stamp = read[f'nurture_heartbeat_timestamp_seconds{{role="{role}"}}']
         assert abs(stamp - datetime.now(UTC).timestamp()) < 60
     assert read['nurture_steps_due{channel="email"}'] == 0.0
+
+
+def test_nurture_run_serves_everything_at_its_api(tmp_path: Path, smtp_sink: Sink) -> None:
+    """The embedded default (SQLite, the filesystem broker): API, worker and beat in one
+    process, their counters, the database's gauges and both heartbeats at one /metrics."""
+    write_project(tmp_path, welcome_project(WELCOME_DAY_ONE, greeting_template("Hello")))
+    env = cluster_env(tmp_path, f"sqlite:///{tmp_path / 'nurture.db'}", "", smtp_sink.port)
+    processes = Cluster(tmp_path, env)
+    port = free_port()
+    try:
+        processes.start("run", "run", "--port", str(port))
+        token_file = tmp_path / ".nurture" / "api_token"
+        wait_for(lambda: token_file.exists() and scrape(port) is not None, 60, "nurture run")
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        event = {"type": "signed_up", "lead": {"email": "ana@example.com"}}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/events", json=event, headers=headers)
+        assert answer.status_code == 202
+
+        def sent_and_alive() -> bool:
+            found = scrape(port) or {}
+            alive = [
+                found.get(f'nurture_processes_alive{{role="{r}"}}') for r in ("worker", "beat")
+            ]
+            return found.get(SENT) == 1.0 and alive == [1.0, 1.0]
+
+        wait_for(sent_and_alive, 60, "the send and both heartbeats at the API's /metrics")
+        found = scrape(port)
+        assert found is not None
+        assert found['nurture_events_ingested_total{source="api",type="signed_up"}'] == 1.0
+        assert found['nurture_send_duration_seconds_count{channel="email"}'] == 1.0
+        assert found["nurture_database_up"] == 1.0
+        assert len(smtp_sink.messages) == 1
+    finally:
+        processes.stop_all()

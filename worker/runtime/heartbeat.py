@@ -55,9 +55,13 @@ def beat_forever(heart: Heart, stop: threading.Event, every: float = HEARTBEAT_S
             return
 
 
-def install(app: Celery, database: Callable[[], Database], *, worker: bool, beat: bool) -> None:
-    """Heartbeats for the processes `app` is about to run: the worker's main process (a
-    bootstep on its timer), and beat's (a thread from `beat_init`). Also forgets a prefork
+def install(
+    app: Celery, database: Callable[[], Database], *, worker: tuple[str, ...] = (), beat: bool
+) -> None:
+    """Heartbeats for the processes `app` is about to run: the worker's main process beats for
+    the roles in `worker` (a bootstep on its timer; `nurture run` names beat there too, since
+    its beat is embedded in a forked child that must not touch a SQLite database its parent
+    has open), and a standalone beat's from a thread (`beat_init`). Also forgets a prefork
     child's live metrics when it ends."""
     if worker:
 
@@ -66,13 +70,16 @@ def install(app: Celery, database: Callable[[], Database], *, worker: bool, beat
 
             def __init__(self, parent: Any, **kwargs: Any) -> None:
                 super().__init__(parent, **kwargs)
-                self.heart = Heart(database, "worker")
+                self.hearts = [Heart(database, role) for role in worker]
                 self.timer: Any = None
 
             def start(self, parent: Any) -> None:
-                self.heart.pid = os.getpid()
-                self.heart.beat()
-                self.timer = parent.timer.call_repeatedly(HEARTBEAT_SECONDS, self.heart.beat)
+                self.beat()
+                self.timer = parent.timer.call_repeatedly(HEARTBEAT_SECONDS, self.beat)
+
+            def beat(self) -> None:
+                for heart in self.hearts:
+                    heart.beat()
 
             def stop(self, parent: Any) -> None:
                 if self.timer is not None:
@@ -81,11 +88,8 @@ def install(app: Celery, database: Callable[[], Database], *, worker: bool, beat
         app.steps["worker"].add(Heartbeat)
         worker_process_shutdown.connect(_child_ended, weak=False)
     if beat:
-        parent = os.getpid()
 
         def started(**_: Any) -> None:
-            if os.getpid() != parent:  # beat embedded in a worker runs in a forked process:
-                database().dispose(close=False)  # its own connections, not the parent's
             heart = Heart(database, "beat")
             threading.Thread(
                 target=beat_forever, args=(heart, threading.Event()), name="heartbeat",
