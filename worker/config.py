@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     fault_after: int = 1
     """The message of a batch (1 = the first) at which `mid_batch` and `after_send` stop."""
 
+    # deploy (issue 16): Flower (docs/deploy.md)
+    worker_events: bool = False
+    """Celery task events (task received, started, succeeded …) for Flower: a worker sends
+    them, and every process sends one when it queues a task (`nurture worker --events`)."""
+
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str) -> str:

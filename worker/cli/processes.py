@@ -64,12 +64,17 @@ def api(
 
 
 @app.command()
-def worker(concurrency: Annotated[int | None, typer.Option()] = None) -> None:
+def worker(
+    concurrency: Annotated[int | None, typer.Option()] = None,
+    events: Annotated[
+        bool, typer.Option("--events", help="Celery task events for Flower (NURTURE_WORKER_EVENTS)")
+    ] = False,
+) -> None:
     """A Celery worker (production)."""
     from worker.processes import run_worker
 
-    runtime()  # the sequence files are checked before the process starts
-    run_worker(concurrency)
+    found = runtime()  # the sequence files are checked before the process starts
+    run_worker(concurrency, events=events or found.config.worker_events)
 
 
 @app.command()
