@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy.engine import make_url
 
 from tests.deploy import shape
@@ -120,7 +121,9 @@ class Stack:
             if value == target or value.startswith(target + "/"):
                 return str(path) + value[len(target) :]
         for container, port in self.ports.items():
-            value = value.replace(f":{container}/", f":{port}/").replace(f"={container}", f"={port}")
+            value = value.replace(f":{container}/", f":{port}/").replace(
+                f"={container}", f"={port}"
+            )
             if value == str(container):
                 value = str(port)
         return "127.0.0.1" if value == "0.0.0.0" else value
@@ -175,14 +178,18 @@ class Stack:
         return [self.translate(service, str(word)) for word in self.services[service]["command"]]
 
     def healthcheck(self, service: str) -> list[str]:
-        test = [str(word).replace("$$", "$") for word in self.services[service]["healthcheck"]["test"]]
+        test = [
+            str(word).replace("$$", "$") for word in self.services[service]["healthcheck"]["test"]
+        ]
         kind, *rest = test
         if kind == "CMD-SHELL":
             return ["sh", "-c", self.translate(service, rest[0])]
         assert kind == "CMD", test
         return [self.translate(service, word) for word in rest]
 
-    def run(self, service: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, service: str, argv: list[str], timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """One command in `service`'s container, to its end (docker compose exec)."""
         return subprocess.run(
             self.as_container(argv), cwd=self.app, env=self.environment(service),
@@ -196,6 +203,26 @@ class Stack:
             env=self.environment(service), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+
+    def post_event(self, email: str) -> dict[str, Any]:
+        """A `signed_up` event as a signup form posts it (the sample welcome sequence sends its
+        first email at once); the API's answer."""
+        answer = httpx.post(
+            f"http://127.0.0.1:{self.port(8000)}/v1/events",
+            headers={"Authorization": f"Bearer {self.environment('api')['NURTURE_API_TOKENS']}"},
+            json={"type": "signed_up", "lead": {"email": email, "first_name": "Ana"}},
+            timeout=30,
+        )
+        assert answer.status_code in (200, 202), answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    def ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.port(8000)}/readyz"
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def log(self, service: str) -> str:
         path = self.folder / f"{service}.log"
