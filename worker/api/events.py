@@ -97,7 +97,7 @@ async def take_event(request: Request, runtime: Runtime, event: EventIn, source:
     be, else applied with whatever other events this process is applying (coalesced)."""
     pipes = pipes_for(runtime)
     asked = prefers_async(request)
-    if not asked and source not in pipes.early_sources():
+    if not asked and source not in pipes.early_sources:
         applied = await pipes.apply.submit(Arrival(event, source))
         if isinstance(applied, Queued):  # a repeat of an event answered early, still queued
             return JSONResponse(queued_body(applied))

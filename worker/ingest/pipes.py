@@ -72,9 +72,13 @@ class Pipes:
     apply: Coalescer[Arrival, Ingested | Queued] = field(init=False)
     queue: Coalescer[Arrival, Queued | Ingested] = field(init=False)
     drainer: Drainer = field(init=False)
+    early_sources: frozenset[str] = field(init=False)
+    """The sources answered early without being asked (NURTURE_RESPOND_ASYNC_SOURCES)."""
 
     def __post_init__(self) -> None:
         config = self.runtime.config
+        value = config.respond_async_sources
+        self.early_sources = frozenset(s.strip() for s in value.split(",") if s.strip())
         window = config.coalesce_window_ms / 1000
         self.apply = Coalescer(
             lambda items: apply_arrivals(self.runtime, items),
@@ -98,11 +102,6 @@ class Pipes:
         self.apply.close()
         self.queue.close()
         self.drainer.close()
-
-    def early_sources(self) -> set[str]:
-        """The sources answered early without being asked (NURTURE_RESPOND_ASYNC_SOURCES)."""
-        value = self.runtime.config.respond_async_sources
-        return {s.strip() for s in value.split(",") if s.strip()}
 
 
 def arrival_keys(arrival: Arrival) -> frozenset[str]:
