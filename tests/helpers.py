@@ -4,11 +4,14 @@ timelines for the ones that do not."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from worker.authoring.simulate import simulate
 from worker.config import Settings
@@ -16,6 +19,16 @@ from worker.definitions.catalog import Catalog
 from worker.engine.state import Entry, Event, Lead
 from worker.runtime.process import Runtime, build
 from worker.store.migrate import upgrade
+
+T = TypeVar("T")
+
+
+def run_async(coroutine: Coroutine[object, object, T]) -> T:
+    """`asyncio.run` on a thread of its own: the browser tests' Playwright keeps an event loop
+    running on the main thread for the whole session, and `asyncio.run` refuses to nest."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
+
 
 # -- servers, databases, runtimes --------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.exc import DataError, IntegrityError
 
+from tests.helpers import run_async
 from tests.ingest.test_ingest_batch import (
     AUTH,
     STORY,
@@ -78,7 +79,7 @@ def test_coalesced_requests_leave_what_one_at_a_time_leaves(
         responses = await post_together(coalesced, "/v1/events", story)
         return responses, pipes_for(coalesced).apply.groups
 
-    responses, groups = asyncio.run(run())
+    responses, groups = run_async(run())
     one_by_one = [as_answer(apply(alone, EventIn.model_validate(item))) for item in story]
 
     assert groups < len(story)  # gathered, not one group per request
@@ -111,7 +112,7 @@ def test_one_lead_s_events_are_applied_in_arrival_order(sides: tuple[Runtime, Ru
         found = await asyncio.gather(*(pipes.apply.submit(item) for item in items))
         return [f for f in found if isinstance(f, Ingested)]
 
-    found = asyncio.run(run())
+    found = run_async(run())
     assert len(found) == len(story)
     assert [f.enrolled for f in found] == [[], ["trial"], [], []]
     assert found[3].exited == ["trial"]
@@ -143,7 +144,7 @@ def test_an_invalid_or_refused_event_fails_alone(
         event("trial_started", {"email": "cy@example.com"}, id_="c"),
         event("trial_started", {"email": "dee@example.com"}, id_="a"),  # a's repeat
     ]
-    got = answers(asyncio.run(post_together(coalesced, "/v1/events", bodies)))
+    got = answers(run_async(post_together(coalesced, "/v1/events", bodies)))
 
     assert [status for status, _ in got] == [202, 422, 500, 202, 200]
     assert got[1][1]["error"]["fields"][0]["field"] == "lead.email"
@@ -164,7 +165,7 @@ def test_webhooks_ride_the_same_path(sides: tuple[Runtime, Runtime]) -> None:
         found = await post_together(coalesced, "/v1/webhooks/forms/signup", forms)
         return found, pipes_for(coalesced).apply.groups
 
-    responses, groups = asyncio.run(run())
+    responses, groups = run_async(run())
     got = answers(responses)
     assert groups < len(forms)
     assert [status for status, _ in got] == [202] * 6 + [200]

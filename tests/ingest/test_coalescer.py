@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 
+from tests.helpers import run_async
 from worker.ingest.coalesce import Coalescer
 
 
@@ -36,7 +37,7 @@ def test_groups_run_side_by_side_but_one_key_keeps_its_order() -> None:
         found = await asyncio.gather(first, *(coalescer.submit(item) for item in later))
         return list(found)
 
-    results = asyncio.run(run())
+    results = run_async(run())
     assert results == ["ana-1!", "bo-1!", "cy-1!", "ana-2!", "bo-2!", "dee-1!"]
     # bo-1 and cy-1 ran beside ana-1; ana-2 waited for it, and bo-2 behind ana-2
     assert applied[0] == ["ana-1"]
@@ -61,7 +62,7 @@ def test_an_item_s_exception_is_raised_to_its_caller_alone() -> None:
             await asyncio.gather(*(coalescer.submit(i) for i in items), return_exceptions=True)
         )
 
-    a, bad, b = asyncio.run(run())
+    a, bad, b = run_async(run())
     assert (a, b) == ("a", "b")
     assert isinstance(bad, ValueError)
     assert str(bad) == "bad"

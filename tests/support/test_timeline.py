@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support.lead_project import ANA, lead_runtime, post, run_due
+from tests.support.lead_project import ANA, lead_runtime, night_zone, post, run_due
 from worker.definitions.durations import parse_duration
 from worker.definitions.models import Cap, Caps
 from worker.runtime.process import Runtime
@@ -88,7 +88,7 @@ def test_a_pause_and_the_incident_switch_hold_the_steps_in_words(runtime: Runtim
 
 @pytest.mark.integration
 def test_what_a_pause_or_an_exit_would_hold_or_end(runtime: Runtime) -> None:
-    lead_id = post(runtime, "trial_started", ANA)
+    lead_id = post(runtime, "trial_started", {**ANA, "timezone": night_zone()})
     run_due(runtime)
     everything = pending_effect(runtime, lead_id, None)
     assert [(p.sequence, p.step) for p in everything] == [
