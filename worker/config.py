@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import phonenumbers
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -128,6 +128,31 @@ class Settings(BaseSettings):
     `api`."""
     intake_sweep_interval: float = 5.0
     """Seconds between beat's sweeps of the intake (what a killed API process left queued)."""
+    # issue 16, several beats and retention (docs/operations.md)
+    beat_lease_seconds: float = Field(default=10.0, gt=0)
+    """How long the leading beat's lease lasts: a standby takes over this long (plus one
+    `beat_renew_seconds`) after the leader dies."""
+    beat_renew_seconds: float = Field(default=2.0, gt=0)
+    """Seconds between renewals of the lease (leader) and attempts to take it (standbys)."""
+    crm_outbox_retention_days: int = Field(default=30, ge=1)
+    """Changes pushed to the CRM are deleted from the outbox this many days after the push
+    (pending and refused ones stay)."""
+    event_retention_days: int = Field(default=0, ge=0)
+    """Raw events are deleted this many days after they arrived; 0 keeps them forever. Must
+    exceed every sequence's goal window (`goal.within`)."""
+    idempotency_retention_days: int = Field(default=30, ge=3)
+    """The ids of pruned events (event ids, vendor delivery ids, open keys) still answer
+    `duplicate` this many days after the event arrived (vendors retry for up to 3 days)."""
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> Settings:
+        if self.beat_renew_seconds * 2 > self.beat_lease_seconds:
+            raise ValueError(
+                f"NURTURE_BEAT_RENEW_SECONDS ({self.beat_renew_seconds}) must be at most half "
+                f"of NURTURE_BEAT_LEASE_SECONDS ({self.beat_lease_seconds}): a leader renews "
+                "several times within one lease"
+            )
+        return self
 
     @field_validator("default_region")
     @classmethod

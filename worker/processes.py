@@ -97,14 +97,21 @@ def run_api(host: str, port: int, workers: int = 1) -> None:
 
 def run_all(config: Settings, port: int) -> None:
     """API on 127.0.0.1, worker and beat in this process (Celery's solo pool)."""
+    from celery.beat import Service
+
     from worker.tasks import app, worker_argv
 
     server = serve_api("127.0.0.1", port)
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
+    # beat in a thread, not the child process `--beat` forks: SQLite's open files do not
+    # survive a fork, and beat's lease (runtime/scheduler.py) lives in the database
+    beat = Service(app)
+    threading.Thread(target=beat.start, name="beat", daemon=True).start()
     try:
-        app.worker_main(worker_argv(pool="solo", beat=True))
+        app.worker_main(worker_argv(pool="solo"))
     finally:
+        beat.stop()
         server.should_exit = True
         thread.join(timeout=5)
 

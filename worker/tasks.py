@@ -24,6 +24,7 @@ from worker.sending.dispatch import lease_due, sweep_steps
 from worker.sending.service import send_step, send_steps
 from worker.support.copies import prune_old_copies
 from worker.support.deploy import deploy_if_changed
+from worker.support.retention import prune_expired
 from worker.world.ticks import wake_due_leads
 
 log = logging.getLogger("nurture")
@@ -37,6 +38,8 @@ CONFIRM_INTERVAL = 600.0
 PRUNE_INTERVAL = 6 * 3600.0
 """Seconds between prunes of email copies past their retention (a few times a day, so a
 restarted beat does not put it off by a whole day)."""
+RETENTION_INTERVAL = 3600.0
+"""Seconds between runs of retention (CRM outbox, events, idempotency keys)."""
 
 
 def broker_options(config: Settings) -> dict[str, Any]:
@@ -106,7 +109,13 @@ def make_app(config: Settings | None = None) -> Celery:
                 "schedule": config.intake_sweep_interval,
                 "options": {"expires": max(1.0, config.intake_sweep_interval * 2)},
             },
+            "retention": {
+                "task": "retention.prune",
+                "schedule": RETENTION_INTERVAL,
+                "options": {"expires": RETENTION_INTERVAL},
+            },
         },
+        beat_scheduler="worker.runtime.scheduler:LeaderScheduler",  # several beats, one leads
         beat_schedule_filename=str((config.home / "beat-schedule").resolve()),
         timezone="UTC",
     )
@@ -199,6 +208,15 @@ def messages_prune() -> str:
 @app.task(name="intake.drain")
 def intake_drain() -> str:
     return f"{drain_queued(runtime())} queued event(s) applied"
+
+
+@app.task(name="retention.prune")
+def retention_prune() -> str:
+    """Delete what is past its retention: pushed CRM changes, old events, their kept keys."""
+    pruned = prune_expired(runtime(), utcnow())
+    if pruned.problem:
+        log.error("retention: %s", pruned.problem)
+    return pruned.summary()
 
 
 @app.task(name="leads.tick")

@@ -74,7 +74,7 @@ def worker(concurrency: Annotated[int | None, typer.Option()] = None) -> None:
 
 @app.command()
 def beat() -> None:
-    """The scheduler: dispatches due steps every second (production: run exactly one)."""
+    """The scheduler: dispatches due steps every second (run one or more: one leads)."""
     from worker.processes import run_beat
 
     run_beat(settings())

@@ -190,3 +190,26 @@ def hold_until(session: Session) -> datetime | None:
 
 def hold(session: Session, until: datetime, now: datetime) -> None:
     write_switch(session, HOLD, until.isoformat(), now, "crm.push")
+
+
+def prune_pushed(session: Session, before: datetime, limit: int) -> int:
+    """Delete up to `limit` changes pushed before `before`, oldest first; how many. Pending
+    changes (waiting, leased or retrying) and refused ones stay."""
+    ids = [
+        row[0]
+        for row in session.execute(
+            text(
+                "SELECT id FROM crm_outbox WHERE status = 'pushed' AND pushed_at < :before "
+                "ORDER BY id LIMIT :limit"
+            ),
+            {"before": db_time(session, before), "limit": limit},
+        )
+    ]
+    if ids:
+        session.execute(
+            text("DELETE FROM crm_outbox WHERE id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        )
+    return len(ids)

@@ -12,20 +12,14 @@ from sqlmodel import Session, col
 from worker.engine.state import Event
 from worker.kit.ids import new_id
 from worker.store.deferred import deferred
+from worker.store.event_keys import stored_keys
 from worker.store.tables import EventRow
 
 
 def find_by_keys(session: Session, idempotency_keys: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """Idempotency key → (event id, lead id) of the events already stored, in one query."""
-    keys = sorted(set(idempotency_keys))
-    if not keys:
-        return {}
-    rows = session.execute(
-        select(col(EventRow.idempotency_key), col(EventRow.id), col(EventRow.lead_id)).where(
-            col(EventRow.idempotency_key).in_(keys)
-        )
-    ).all()
-    return {key: (event_id, lead_id) for key, event_id, lead_id in rows}
+    """Idempotency key → (event id, lead id) of the events already stored, in one query; an
+    event pruned by retention still answers through its kept key (store/event_keys.py)."""
+    return stored_keys(session, sorted(set(idempotency_keys)))
 
 
 def store_event(

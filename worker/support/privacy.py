@@ -21,6 +21,7 @@ from worker.store.db import transaction
 from worker.store.locks import lock_lead
 from worker.store.worlds import Loaded, load_world
 from worker.support import repository as store
+from worker.support.retention import pruned_before
 from worker.world.unit import finish
 
 ERASED_REASON = "erased"
@@ -65,15 +66,22 @@ def _end_enrollments(runtime: Runtime, loaded: Loaded, now: datetime) -> Outcome
 
 def export(runtime: Runtime, lead_id: str) -> dict[str, Any]:
     """Every row held on the lead, as JSON: the lead, its events, its enrollments with their
-    steps, step runs outside an enrollment (`scoring_steps`: a segment's actions), messages
-    with their bodies and the copies of emails as sent, the timeline, the changes queued for
-    the CRM, and who acted on the lead (`actions`, newest first: who, when, why)."""
+        steps, step runs outside an enrollment (`scoring_steps`: a segment's actions), messages
+        with their bodies and the copies of emails as sent, the timeline, the changes queued for
+        the CRM, and who acted on the lead (`actions`, newest first: who, when, why). `pruned` says
+    what retention deleted before it could be exported (`events_before`, `crm_changes_before`:
+    the cutoff times), when the lead is older than a cutoff."""
     with transaction(runtime.database) as session:
         # under the lock: a consistent picture, not one taken halfway through a send
         row = lock_lead(session, _lookup(lead_id))
         if row is None:
             raise NotFound(f"no lead {lead_id}")
         found = store.held(session, lead_id)
+        pruned = {
+            label: cutoff
+            for label, cutoff in pruned_before(session).items()
+            if row.created_at < datetime.fromisoformat(cutoff)
+        }
         steps: dict[str | None, list[dict[str, Any]]] = {}
         for run in found.step_runs:
             steps.setdefault(run.enrollment_id, []).append(store.as_json(run))
@@ -89,4 +97,5 @@ def export(runtime: Runtime, lead_id: str) -> dict[str, Any]:
             "timeline": [store.as_json(t) for t in found.timeline],
             "crm_changes": [store.as_json(c) for c in found.crm_changes],
             "actions": [action_json(a) for a in lead_actions(session, lead_id, limit=10_000)],
+            "pruned": pruned,
         }

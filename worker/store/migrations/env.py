@@ -5,8 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import worker.store.intake  # registers the intake table
-import worker.store.tables  # noqa: F401  (registers the tables)
+import worker.store.event_keys
+import worker.store.intake
+import worker.store.leases
+import worker.store.tables  # noqa: F401  (these register the tables)
 from worker.config import settings
 from worker.store.db import database_url, make_engine
 
