@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     idempotency_retention_days: int = Field(default=30, ge=3)
     """The ids of pruned events (event ids, vendor delivery ids, open keys) still answer
     `duplicate` this many days after the event arrived (vendors retry for up to 3 days)."""
+    # -- outcome counters (issue 16, docs/stats.md) --
+    counters_compact_interval: float = Field(default=600.0, gt=0)
+    """Seconds between compactions of the outcome counters (each closed hour's delta rows
+    folded into one row per key)."""
 
     @model_validator(mode="after")
     def _renew_within_lease(self) -> Settings:

@@ -22,6 +22,7 @@ from worker.runtime.process import CatalogError, Runtime, current
 from worker.sending.confirm import confirm_unknown_texts
 from worker.sending.dispatch import lease_due, sweep_steps
 from worker.sending.service import send_step, send_steps
+from worker.stats.upkeep import compact
 from worker.support.copies import prune_old_copies
 from worker.support.deploy import deploy_if_changed
 from worker.support.retention import prune_expired
@@ -113,6 +114,11 @@ def make_app(config: Settings | None = None) -> Celery:
                 "task": "retention.prune",
                 "schedule": RETENTION_INTERVAL,
                 "options": {"expires": RETENTION_INTERVAL},
+            },
+            "counters": {  # outcome counters: closed hours folded (docs/stats.md)
+                "task": "counters.compact",
+                "schedule": config.counters_compact_interval,
+                "options": {"expires": config.counters_compact_interval},
             },
         },
         beat_scheduler="worker.runtime.scheduler:LeaderScheduler",  # several beats, one leads
@@ -251,3 +257,9 @@ def worker_argv(
     if beat:
         argv.append("--beat")
     return argv
+
+
+@app.task(name="counters.compact")
+def counters_compact() -> int:
+    """Fold the outcome counters' closed hours into one row per key."""
+    return compact(runtime(), utcnow())

@@ -18,12 +18,22 @@ app = typer.Typer()
 
 @app.command()
 def stats(
-    sequence: Annotated[str | None, typer.Argument(help="One sequence's funnel.")] = None,
+    sequence: Annotated[
+        str | None,
+        typer.Argument(
+            help="One sequence's funnel; `backfill` rebuilds the counters from the stored rows."
+        ),
+    ] = None,
 ) -> None:
-    """The funnel per step and variant (or one line per sequence)."""
-    from worker.cli.stats import stats_table
+    """The funnel per step and variant (or one line per sequence). `nurture stats backfill`
+    fills the outcome counters from the history stored (once, after upgrading; running it
+    again gives the same counts)."""
+    from worker.cli.stats import backfill_line, stats_table
     from worker.stats.service import UnknownSequence
 
+    if sequence == "backfill":
+        out.print(backfill_line(runtime()))
+        return
     try:
         out.print(stats_table(runtime(), sequence))
     except UnknownSequence as exc:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from worker.runtime.process import Runtime
 from worker.stats import service as stats
+from worker.stats.upkeep import backfill
 
 FUNNEL = ("scheduled", "sent", "delivered", "opened", "clicked", "replied", "failed")
 AFTER = ("unsubscribed", "converted")
@@ -82,3 +83,12 @@ def _overview(runtime: Runtime) -> Table:
             str(found["enrollments"]["converted"]) if found["goal"] else "–",
         )
     return table
+
+
+def backfill_line(runtime: Runtime) -> str:
+    """Rebuild the counters from the stored rows and say what was written."""
+    rebuilt = backfill(runtime)
+    return (
+        f"outcome counters rebuilt from the stored rows: {rebuilt.rows} counter row(s), "
+        f"{rebuilt.marks} once-per-message mark(s)"
+    )

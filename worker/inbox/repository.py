@@ -12,6 +12,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from worker.store import counters
 from worker.store.tables import (
     InboxMessageRow,
     InboxPositionRow,
@@ -104,6 +105,8 @@ def last_email_sent(session: Session, lead_id: str) -> StepRunRow | None:
 
 def mark_message(session: Session, step_run_id: str, status: str, now: datetime) -> None:
     """The sent message's delivery status after a bounce or a complaint."""
+    counters.messages_marked(session, step_run_id, status)  # a delivery taken back
+    counters.flush(session)
     session.execute(
         update(MessageRow)
         .where(col(MessageRow.step_run_id) == step_run_id)

@@ -18,6 +18,7 @@ from worker.store.events import find_by_keys, store_event
 from worker.store.locks import lock_lead
 from worker.store.world_writes import deferred_writes
 from worker.store.worlds import Loaded, load_world, load_worlds, new_world, refresh_lead
+from worker.world.counting import event_stored
 from worker.world.unit import finish
 
 
@@ -144,4 +145,5 @@ def _apply_one(
     outcome = engine.apply_event(loaded.world, event, applied)
     enrolled, exited = list(outcome.enrolled), list(outcome.exited)
     finish(session, engine, loaded, outcome, applied)
+    event_stored(session, engine, loaded, event)  # its outcome counters
     return Ingested(event_id, lead_id, enrolled=enrolled, exited=exited)

@@ -3,23 +3,25 @@
 Per step and variant: scheduled (waiting or in flight), sent, delivered, opened, clicked,
 replied, failed, unknown, skipped by reason, unsubscribed, converted (the step was sent and its
 enrollment reached the sequence's `goal:` event within `goal.within` of enrolling; calendar
-days count as 24 hours here). Every number comes from a GROUP BY in `worker/store/stats.py`.
+days count as 24 hours here). Every number is a sum of the outcome counters
+(worker/stats/counts.py), the steps waiting and in doubt are read live: nothing scans history.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
-
-from sqlmodel import Session
 
 from worker.definitions import models
 from worker.definitions.catalog import SequenceDef
 from worker.engine.schedule import step_channel
 from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
+from worker.stats import counts
 from worker.stats import repository as store
-from worker.stats.repository import SCHEDULED, StepKey
+from worker.stats.counts import StepKey
+from worker.store import counter_reads
 from worker.store.db import transaction
 
 
@@ -89,11 +91,17 @@ def describe(definition: SequenceDef, active: int) -> dict[str, Any]:
 
 
 def sequences(runtime: Runtime) -> list[dict[str, Any]]:
-    """Every loaded sequence, by id, with its count of active enrollments."""
+    """Every loaded sequence, by id, with its count of active enrollments (from the
+    counters: entered less completed and exited)."""
     with transaction(runtime.database) as session:
-        active = store.active_enrollments(session)
+        found = counter_reads.enrollments_by_sequence(session)
     catalog = runtime.catalog.sequences
-    return [describe(catalog[i], active.get(i, 0)) for i in sorted(catalog)]
+    return [describe(catalog[i], _active(found.get(i, {}))) for i in sorted(catalog)]
+
+
+def _active(enrollments: dict[str, int]) -> int:
+    ended = enrollments.get("completed", 0) + enrollments.get("exited", 0)
+    return enrollments.get("entered", 0) - ended
 
 
 def _lines(definition: SequenceDef | None) -> list[StepFunnel]:
@@ -110,8 +118,9 @@ def _lines(definition: SequenceDef | None) -> list[StepFunnel]:
 
 
 def funnel(runtime: Runtime, sequence_id: str) -> dict[str, Any]:
-    """The sequence's funnel; UnknownSequence when neither the files nor the database know
-    it."""
+    """The sequence's funnel over all time, from the outcome counters (`scheduled` here is
+    what waits or is in flight now); UnknownSequence when neither the files nor the database
+    know it."""
     definition = runtime.catalog.sequence(sequence_id)
     if definition is None and not models.SEQUENCE_ID.match(sequence_id):
         raise UnknownSequence(f"no sequence {sequence_id[:100]!r}")
@@ -119,50 +128,62 @@ def funnel(runtime: Runtime, sequence_id: str) -> dict[str, Any]:
     with transaction(runtime.database) as session:
         if definition is None and not store.known_sequence(session, sequence_id):
             raise UnknownSequence(f"no sequence {sequence_id}")
-        runs = store.step_runs_by_status(session, sequence_id)
-        delivered = store.delivered(session, sequence_id)
-        engaged = store.engagement(session, sequence_id)
-        attributed = store.attributed(session, sequence_id)
-        enrollments = store.enrollments_by_status(session, sequence_id)
-        converted_steps, converted = _conversions(session, sequence_id, goal)
+        found = counts.read(session, sequence_id)
     lines = {(line.step, line.variant): line for line in _lines(definition)}
-    for run in runs:
-        line = _line(lines, (run.step, run.variant), run.channel)
-        _count_run(line, run)
-    for counts, name in (
-        (delivered, "delivered"),
-        (engaged.get("email_opened", {}), "opened"),
-        (engaged.get("email_clicked", {}), "clicked"),
-        (attributed.get("replied", {}), "replied"),
-        (attributed.get("unsubscribed", {}), "unsubscribed"),
-        (converted_steps, "converted"),
-    ):
-        for key, count in counts.items():
-            setattr(_line(lines, key, None), name, count)
+    for key, step in found.steps.items():
+        line = _line(lines, key, None)
+        line.scheduled, line.unknown = step.waiting, step.unknown
+        for name in ("sent", "delivered", "opened", "clicked", "replied", "unsubscribed"):
+            setattr(line, name, getattr(step, name))
+        line.failed = sum(step.failed.values())
+        line.skipped = {reason: n for reason, n in step.skipped.items() if n}
+        line.converted = step.converted if goal else 0
+    ended = found.completed + found.exited
     return {
         "sequence": sequence_id,
         "name": definition.model.name if definition else None,
         "goal": None if goal is None else {"event": goal.event, "within": str(goal.within)},
         "enrollments": {
-            "total": sum(enrollments.values()),
-            **{s: enrollments.get(s, 0) for s in ("active", "completed", "exited")},
-            "converted": converted,
+            "total": found.entered,
+            "active": found.entered - ended,
+            "completed": found.completed,
+            "exited": found.exited,
+            "converted": found.converted if goal else 0,
         },
         "steps": [asdict(line) for line in lines.values()],
     }
 
 
-def _conversions(
-    session: Session, sequence_id: str, goal: models.Goal | None
-) -> tuple[dict[StepKey, int], int]:
-    """Per step and in all: enrollments that reached the goal in its window."""
-    if goal is None:
-        return {}, 0
-    within = goal.within.approximate().total_seconds()
-    return (
-        store.converted_steps(session, sequence_id, goal.event, within),
-        store.converted_enrollments(session, sequence_id, goal.event, within),
-    )
+def counted(
+    runtime: Runtime,
+    sequence_id: str,
+    *,
+    version: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """The counts over [start, end) (issue 14's funnels): per step and variant what happened
+    in the range, and what waits now; UnknownSequence for a sequence nobody knows, BadRange
+    for a range that ends before it starts."""
+    counts.check_range(start, end)
+    if runtime.catalog.sequence(sequence_id) is None and not models.SEQUENCE_ID.match(sequence_id):
+        raise UnknownSequence(f"no sequence {sequence_id[:100]!r}")
+    with transaction(runtime.database) as session:
+        if runtime.catalog.sequence(sequence_id) is None and not store.known_sequence(
+            session, sequence_id
+        ):
+            raise UnknownSequence(f"no sequence {sequence_id}")
+        found = counts.read(session, sequence_id, version=version, start=start, end=end)
+    return {
+        "sequence": sequence_id,
+        "version": version,
+        "from": found.start.isoformat() if found.start else None,
+        "to": found.end.isoformat() if found.end else None,
+        "enrollments": {
+            name: getattr(found, name) for name in ("entered", "completed", "exited", "converted")
+        },
+        "steps": [asdict(step) for step in found.steps.values()],
+    }
 
 
 def _line(lines: dict[StepKey, StepFunnel], key: StepKey, channel: str | None) -> StepFunnel:
@@ -170,17 +191,3 @@ def _line(lines: dict[StepKey, StepFunnel], key: StepKey, channel: str | None) -
     if key not in lines:
         lines[key] = StepFunnel(key[0], key[1], channel)
     return lines[key]
-
-
-def _count_run(line: StepFunnel, run: store.RunCount) -> None:
-    if run.status in SCHEDULED:
-        line.scheduled += run.count
-    elif run.status == "sent":
-        line.sent += run.count
-    elif run.status == "failed":
-        line.failed += run.count
-    elif run.status == "unknown":
-        line.unknown += run.count
-    elif run.status == "skipped":
-        reason = run.reason or "unknown"
-        line.skipped[reason] = line.skipped.get(reason, 0) + run.count

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
+from worker.store import counters
 from worker.store.tables import MessageRow
 
 
@@ -35,9 +36,12 @@ def find_by_provider_id(
 
 
 def set_status(session: Session, row: MessageRow, status: str, now: datetime) -> None:
+    before = row.status
     row.status = status
     row.updated_at = now
     session.add(row)
+    counters.message_moved(session, row, before)  # a delivery counted, or taken back
+    counters.flush(session)
 
 
 # -- the copy of an email as sent ------------------------------------------------------------

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from worker.engine.state import Enrollment, Entry, Event, Lead, Pause, StepRun, StepStatus
 from worker.kit.ids import new_id
+from worker.store import counters
 from worker.store.deferred import (
     DEFERRED,
     DeferredWrites,
@@ -34,17 +35,20 @@ def save_world(session: Session, loaded: Loaded, now: datetime) -> None:
     session.add(loaded.lead_row)
     for enrollment in loaded.world.enrollments:
         row = loaded.enrollment_rows.get(enrollment.id)
+        keys = _enrollment_keys(loaded.lead_row.id, enrollment)
+        counters.enrollment_written(
+            session, keys, row.status if row else None, _enrollment_values(enrollment)
+        )
         if row is None:
-            row = EnrollmentRow(
-                **_enrollment_keys(loaded.lead_row.id, enrollment), version=enrollment.version
-            )
+            row = EnrollmentRow(**keys, version=enrollment.version)
             loaded.enrollment_rows[enrollment.id] = row
         _update_enrollment(row, enrollment)
         session.add(row)
         for position, run in enumerate(enrollment.steps):
-            _save_run(session, loaded, run, enrollment, position)
+            _save_run(session, loaded, run, enrollment, position, now)
     for position, run in enumerate(loaded.world.actions):
-        _save_run(session, loaded, run, None, position)
+        _save_run(session, loaded, run, None, position, now)
+    counters.flush(session)  # the outcomes this write-back counted: one INSERT
 
 
 def add_timeline(session: Session, lead_id: str, entries: list[Entry]) -> None:
@@ -90,6 +94,7 @@ def write_deferred(session: Session, writes: DeferredWrites) -> None:
     save_worlds(session, writes.worlds.values())
     for model, rows in writes.inserts.items():
         insert_rows(session, table_of(model), rows)
+    counters.flush(session)  # the outcomes the whole batch counted: one INSERT
 
 
 def save_worlds(session: Session, worlds: Iterable[tuple[Loaded, datetime]]) -> None:
@@ -118,14 +123,16 @@ def save_worlds(session: Session, worlds: Iterable[tuple[Loaded, datetime]]) -> 
         for enrollment in loaded.world.enrollments:
             values = _enrollment_values(enrollment)
             row = loaded.enrollment_rows.get(enrollment.id)
+            keys = _enrollment_keys(lead_id, enrollment)
+            counters.enrollment_written(session, keys, row.status if row else None, values)
             if row is None:
-                new_enrollments.append({**_enrollment_keys(lead_id, enrollment), **values})
+                new_enrollments.append({**keys, **values})
             elif _changed(row, values):
                 changed_enrollments.append({"row_id": row.id, **values})
             for position, run in enumerate(enrollment.steps):
-                _gather_run(loaded, run, enrollment, position, new_runs, changed_runs)
+                _gather_run(session, loaded, run, enrollment, position, now, new_runs, changed_runs)
         for position, run in enumerate(loaded.world.actions):
-            _gather_run(loaded, run, None, position, new_runs, changed_runs)
+            _gather_run(session, loaded, run, None, position, now, new_runs, changed_runs)
     for lead_row in lead_rows:
         session.expunge(lead_row)
     connection = session.connection()
@@ -147,26 +154,36 @@ def save_worlds(session: Session, worlds: Iterable[tuple[Loaded, datetime]]) -> 
 
 
 def _gather_run(
+    session: Session,
     loaded: Loaded,
     run: StepRun,
     enrollment: Enrollment | None,
     position: int,
+    now: datetime,
     new: list[dict[str, Any]],
     changed: list[dict[str, Any]],
 ) -> None:
     row = loaded.run_rows.get(run.id) if run.id is not None else None
     if row is None:
         run.id = run.id or new_id()
-        new.append(
-            {
-                **_run_keys(loaded.lead_row.id, run.id, run, enrollment),
-                **_run_values(run, None, position),
-            }
-        )
+        keys = _run_keys(loaded.lead_row.id, run.id, run, enrollment)
+        values = _run_values(run, None, position)
+        counters.run_written(session, keys, None, values, now)
+        new.append({**keys, **values})
         return
     values = _run_values(run, row.status, position)
     if _changed(row, values):
+        counters.run_written(session, _row_keys(row), row, values, now)
         changed.append({"row_id": row.id, **values})
+
+
+def _row_keys(row: StepRunRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "sequence_id": row.sequence_id,
+        "step_id": row.step_id,
+        "enrollment_id": row.enrollment_id,
+    }
 
 
 def _changed(row: Any, values: dict[str, Any]) -> bool:
@@ -264,14 +281,21 @@ def _save_run(
     run: StepRun,
     enrollment: Enrollment | None,
     position: int,
+    now: datetime,
 ) -> None:
     if run.id is None:
         run.id = new_id()
     row = loaded.run_rows.get(run.id)
+    old = row
     if row is None:
-        row = StepRunRow(**_run_keys(loaded.lead_row.id, run.id, run, enrollment))
+        keys = _run_keys(loaded.lead_row.id, run.id, run, enrollment)
+        row = StepRunRow(**keys)
         loaded.run_rows[run.id] = row
-    for name, value in _run_values(run, row.status, position).items():
+    else:
+        keys = _row_keys(row)
+    values = _run_values(run, old.status if old else None, position)
+    counters.run_written(session, keys, old, values, now)
+    for name, value in values.items():
         setattr(row, name, value)
     session.add(row)
 

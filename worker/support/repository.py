@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import delete, func, null, select, update
 from sqlmodel import Session, SQLModel, col
 
+from worker.store import counters
 from worker.store.messages import unpack_copy
 from worker.store.tables import (
     CrmChangeRow,
@@ -99,6 +100,8 @@ def forget_lead(row: LeadRow, now: datetime) -> None:
 def scrub(session: Session, lead_id: str, names: list[str], now: datetime) -> None:
     """Clear the person from every row of the lead but the lead row itself (flush that
     first: these are bulk statements)."""
+    counters.runs_erased(session, lead_id, IN_FLIGHT, now)  # skipped (erased), counted
+    counters.flush(session)
     session.execute(
         update(StepRunRow)
         .where(col(StepRunRow.lead_id) == lead_id, col(StepRunRow.status).in_(IN_FLIGHT))

@@ -13,6 +13,7 @@ from sqlmodel import Session
 from worker.engine.core import Engine
 from worker.engine.state import StepRun
 from worker.kit.ids import new_id
+from worker.store import counters
 from worker.store.locks import lock_lead
 from worker.store.messages import find_by_provider_id
 from worker.store.tables import MessageRow, StepRunRow
@@ -58,7 +59,11 @@ def confirm_sent(
         outcome = engine.record_sent(loaded.world, run, found.sent_at)
         finish(session, engine, loaded, outcome, now)
     else:  # its enrollment has ended since: only the record is completed
+        values = {"status": "sent", "sent_at": found.sent_at, "version": row.version,
+                  "variant": row.variant}  # fmt: skip
+        counters.run_written(session, _keys(row), row, values, now)
         row.status, row.reason, row.sent_at = "sent", None, found.sent_at
+    counters.flush(session)  # before the message: it is counted once, just below
     row.provider_message_id = found.provider_message_id
     row.lease_until = None
     session.add(row)
@@ -77,7 +82,14 @@ def confirm_sent(
     )
     session.add(message)
     session.flush()
+    counters.message_recorded(session, message)
+    counters.flush(session)
     return message
+
+
+def _keys(row: StepRunRow) -> dict[str, str | None]:
+    return {"id": row.id, "sequence_id": row.sequence_id, "step_id": row.step_id,
+            "enrollment_id": row.enrollment_id}  # fmt: skip
 
 
 def _run(loaded: Loaded, step_run_id: str) -> StepRun | None:

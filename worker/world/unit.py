@@ -21,6 +21,7 @@ from worker.store.events import store_event
 from worker.store.locks import lock_lead
 from worker.store.world_writes import add_timeline, save_world
 from worker.store.worlds import Loaded, load_world
+from worker.world.counting import event_stored
 
 Act = Callable[[Engine, Loaded, datetime], Outcome]
 """One engine action on a loaded world at a time: what `with_lead` runs under the lock."""
@@ -32,6 +33,7 @@ def finish(
     """Apply what the outcome emitted, then write the world, its timeline and its wake time."""
     for emitted in engine.settle(loaded.world, outcome, now):
         store_event(session, loaded.lead_row.id, emitted, now, "worker")
+        event_stored(session, engine, loaded, emitted)  # its outcome counters
     save_world(session, loaded, now)
     add_timeline(session, loaded.lead_row.id, outcome.entries)
     loaded.lead_row.wake_at = engine.next_wakeup(loaded.world, now)

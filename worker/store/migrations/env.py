@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import worker.store.counter_rows
 import worker.store.event_keys
 import worker.store.intake
 import worker.store.leases

@@ -14,7 +14,7 @@ from alembic import op
 import worker.store.tables
 
 revision: str = "1k_leases_retention"
-down_revision: str | None = "1h_event_intake"
+down_revision: str | None = "1i_outcome_counters"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
