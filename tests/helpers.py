@@ -131,3 +131,17 @@ def daytime_zone() -> str:
     stamp real time) must not have their texts held by SMS quiet hours (21:00–08:00 local)."""
     offset = 12 - datetime.now(UTC).hour
     return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+# -- Prometheus text ----------------------------------------------------------------------------
+
+
+def samples(exposition: str | bytes) -> dict[str, float]:
+    """`name{labels}` → value for every sample of a /metrics answer."""
+    text = exposition.decode() if isinstance(exposition, bytes) else exposition
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            found[key] = float(value)
+    return found

@@ -147,6 +147,15 @@ class Settings(BaseSettings):
     counters_compact_interval: float = Field(default=600.0, gt=0)
     """Seconds between compactions of the outcome counters (each closed hour's delta rows
     folded into one row per key)."""
+    # metrics (docs/metrics.md): the ports where `nurture worker` and `nurture beat` serve
+    # their own /metrics (0: none), and where each role's processes keep their counters
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    beat_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    """The address those ports listen on (Prometheus scrapes them from another container)."""
+    metrics_dir: Path | None = None
+    """Where each role keeps its counters (prometheus-client's multiprocess files), a folder per
+    role and port inside, emptied when the process starts; default `<home>/metrics`."""
 
     @model_validator(mode="after")
     def _renew_within_lease(self) -> Settings:

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy import Engine as Database
 
 from worker.accounts.users import create_first_admin, has_users
 from worker.config import Settings, settings
+from worker.kit import exposition
 from worker.kit.signing import secret
-from worker.runtime.process import build
+from worker.runtime import heartbeat
+from worker.runtime.process import build, current
 from worker.store.db import database_url, engine_for
 from worker.store.migrate import upgrade
 from worker.support.deploy import deploy
@@ -108,6 +111,7 @@ def run_all(config: Settings, port: int) -> None:
     # survive a fork, and beat's lease (runtime/scheduler.py) lives in the database
     beat = Service(app)
     threading.Thread(target=beat.start, name="beat", daemon=True).start()
+    heartbeat.install(app, _database, worker=("worker", "beat"), beat=False)
     try:
         app.worker_main(worker_argv(pool="solo"))
     finally:
@@ -116,14 +120,22 @@ def run_all(config: Settings, port: int) -> None:
         thread.join(timeout=5)
 
 
-def run_worker(concurrency: int | None) -> None:
+def run_worker(concurrency: int | None, metrics_port: int = 0) -> None:
     from worker.tasks import app, worker_argv
 
+    heartbeat.install(app, _database, worker=("worker",), beat=False)
+    exposition.serve(settings().metrics_host, metrics_port)
     app.worker_main(worker_argv(pool="prefork", concurrency=concurrency))
 
 
-def run_beat(config: Settings) -> None:
+def run_beat(config: Settings, metrics_port: int = 0) -> None:
     from worker.tasks import app
 
+    heartbeat.install(app, _database, beat=True)
+    exposition.serve(config.metrics_host, metrics_port)
     config.home.mkdir(parents=True, exist_ok=True)
     app.start(["beat", "--loglevel=INFO", f"--schedule={Path(config.home) / 'beat-schedule'}"])
+
+
+def _database() -> Database:
+    return current().database

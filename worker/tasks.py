@@ -198,7 +198,8 @@ def texts_confirm() -> str:
 def crm_push() -> str:
     """Push the CRM outbox: batched, in order per contact; failures wait in the database."""
     found = runtime()
-    pushed = push_pending(found.database, found.crm, utcnow(), pace=lambda: found.throttle("crm"))
+    pushed = push_pending(found.database, found.crm, utcnow(), pace=lambda: found.throttle("crm"),
+                          provider=found.config.crm_backend)  # fmt: skip
     if pushed.deferred or pushed.failed:
         log.warning("CRM push: %d pushed, %d to retry, %d refused",
                     pushed.pushed, pushed.deferred, pushed.failed)  # fmt: skip

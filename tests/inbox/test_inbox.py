@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from tests.helpers import make_runtime
+from tests.helpers import make_runtime, samples
 from tests.library import WELCOME, exiting_on, greeting_template, welcome_project
 from tests.servers.dovecot import Dovecot, Mailbox, dovecot
 from tests.servers.smtp import Sink
@@ -281,6 +281,8 @@ def test_a_message_that_cannot_be_read_stays_unflagged_is_counted_and_logged_onc
     sent = send_day_one(runtime, smtp_sink, datetime.now(UTC))
     mailbox.deliver(letter("unreadable", sent))
     mailbox.deliver(letter("gmail_reply", sent))  # does not wait behind the unreadable one
+    before = samples(render(lambda: runtime))
+    assert "nurture_inbox_last_poll_timestamp_seconds" not in before  # never polled
     with caplog.at_level(logging.WARNING, logger="nurture.inbox"):
         first = poll(runtime)
         second = poll(runtime)
@@ -288,9 +290,12 @@ def test_a_message_that_cannot_be_read_stays_unflagged_is_counted_and_logged_onc
     assert second.read == 0
     assert len([r for r in caplog.records if "cannot be read" in r.getMessage()]) == 1
     assert mailbox.flags() == {1: set(), 2: {PROCESSED}}  # left in place, unflagged
-    metrics = render(lambda: runtime).decode()
-    assert 'nurture_inbox_messages_total{kind="unparseable"} 1.0' in metrics
-    assert 'nurture_inbox_messages_total{kind="reply"} 1.0' in metrics
+    after = samples(render(lambda: runtime))
+    for kind in ("unparseable", "reply"):
+        key = f'nurture_inbox_messages_total{{kind="{kind}"}}'
+        assert after[key] - before.get(key, 0.0) == 1.0
+    polled = after["nurture_inbox_last_poll_timestamp_seconds"]
+    assert abs(polled - datetime.now(UTC).timestamp()) < 600
 
 
 def test_two_polls_at_once_a_restart_and_a_rebuilt_mailbox_emit_each_event_once(

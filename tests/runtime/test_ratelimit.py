@@ -203,11 +203,11 @@ def test_a_batch_on_a_limited_channel_waits_for_each_slot_before_handing_that_st
         due = claim_due(session, now, 100)
     seen: list[dict[str, int]] = []
 
-    def watched(found: Runtime, channel: str) -> None:
+    def watched(found: Runtime, channel: str) -> float:
         with runtime.database.connect() as connection:
             rows = connection.execute(text("SELECT status, count(*) FROM step_runs GROUP BY 1"))
             seen.append({str(row[0]): int(row[1]) for row in rows})
-        original(found, channel)
+        return original(found, channel)
 
     original = Runtime.throttle
     monkeypatch.setattr(Runtime, "throttle", watched)
@@ -231,7 +231,7 @@ def test_a_step_booked_beyond_the_longest_wait_goes_back_to_pending_without_an_a
     with transaction(runtime.database) as session:
         [step] = claim_due(session, now, 100)
 
-    def booked(found: Runtime, channel: str) -> None:
+    def booked(found: Runtime, channel: str) -> float:
         raise RateLimited("booked", code="rate_limited", retry_after=30.0)
 
     monkeypatch.setattr(Runtime, "throttle", booked)

@@ -76,6 +76,8 @@ def cluster_env(folder: Path, database_url: str, broker_url: str, smtp_port: int
         "NURTURE_SWEEP_INTERVAL": "0.5",
         "NURTURE_LEASE_SECONDS": "3",
         "NURTURE_UNKNOWN_AFTER_SECONDS": "3",
+        "NURTURE_WORKER_METRICS_PORT": "0",  # several on one machine: tests that scrape pick
+        "NURTURE_BEAT_METRICS_PORT": "0",  # a free port with --metrics-port
     }
 
 

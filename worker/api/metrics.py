@@ -1,19 +1,10 @@
-"""GET /metrics: Prometheus text, counted from the database at scrape time.
+"""GET /metrics: Prometheus text (docs/metrics.md lists every series).
 
-The API, the workers and beat are separate processes; the database is the one place that
-sees all of them, so a custom collector queries it on each scrape instead of keeping
-in-process counters. Series:
-
-- `nurture_events_total{type}`: events recorded, by type
-- `nurture_steps{status}`: step runs by status (pending, queued, sent, unknown …)
-- `nurture_due_lag_seconds`: how long the longest-waiting due step has been due
-- `nurture_provider_errors_total{channel,kind}`: failed step runs by reason (the provider's
-  code, `render_error` …)
-- `nurture_inbox_messages_total{kind}`: messages read from the reply mailbox by kind
-  (reply, auto_reply, bounce, delayed, complaint, unparseable; docs/inbox.md)
-- `nurture_provider_held{provider}`: 1 while a provider that refused our credentials (a 401 or
-  403) is held, 0 once the hold ran out (twilio, hubspot, webhook; docs/operations.md)
-- `nurture_database_up`: 1, or 0 when the queries failed (the other series are then absent)
+Two sources: the counters and histograms this role's processes keep as things happen
+(worker/kit/metrics.py; added up over the uvicorn workers by prometheus-client's
+multiprocess mode; `nurture run` counts its worker and beat here too), and gauges read from the
+database with queries whose cost does not grow with history (worker/store/gauges.py). When
+those queries fail, `nurture_database_up` is 0 and the gauges are absent.
 """
 
 from __future__ import annotations
@@ -24,91 +15,163 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.inbox import repository as inbox_store
+from worker.kit import metrics as instruments
 from worker.kit.clock import utcnow
+from worker.kit.exposition import registry as process_registry
 from worker.runtime.process import Runtime
-from worker.stats import repository as store
 from worker.store.db import transaction
-from worker.store.holds import provider_holds
+from worker.store.gauges import Gauges, read_gauges
+from worker.store.heartbeats import ROLES
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
 
+DUE_CHANNELS = ("email", "sms", "whatsapp")
+"""Always shown, 0 when nothing is due, so a panel has its lines from the start."""
+HELD = frozenset(
+    {
+        "paused",
+        "sequence_paused",
+        "sends_paused",
+        "sequence_missing",
+        "cap",
+        "window",
+        "quiet_hours",
+        "provider_held",
+        "retry",
+    }
+)
+"""The reasons a pending step waits (the engine's, and `retry`/`provider_held` for a provider's
+answer); any other counts as `other`."""
+
+
+class ProcessCollector(Collector):
+    """The role's own counters, however many processes count them."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from process_registry().collect()
+
 
 class DatabaseCollector(Collector):
-    """Counts from the database on every collect()."""
+    """Gauges read from the database on every collect()."""
 
     def __init__(self, runtime: Callable[[], Runtime], clock: Callable[[], datetime]) -> None:
         self.runtime = runtime
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
+        now = self.clock()
         try:
-            found = list(self._families())
+            with transaction(self.runtime().database) as session:
+                gauges: Gauges | None = read_gauges(session, now)
         except Exception:  # a scrape must answer: report the database as down instead
             log.exception("metrics: the database queries failed")
-            found = []
-        up = GaugeMetricFamily("nurture_database_up", "1 when the metrics queries succeeded")
-        up.add_metric([], 1 if found else 0)
-        yield up
-        yield from found
-
-    def _families(self) -> Iterator[Metric]:
-        now = self.clock()
-        with transaction(self.runtime().database) as session:
-            events = store.events_by_type(session)
-            steps = store.steps_by_status(session)
-            oldest = store.oldest_due(session, now)
-            failures = store.failures(session)
-            inbox = inbox_store.counts_by_kind(session)
-            holds = provider_holds(session)
-        yield _counter("nurture_events", "Events recorded, by type", ["type"], events)
-        gauge = GaugeMetricFamily("nurture_steps", "Step runs by status", labels=["status"])
-        for status, count in sorted(steps.items()):
-            gauge.add_metric([status], count)
-        yield gauge
-        lag = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
-        yield GaugeMetricFamily(
-            "nurture_due_lag_seconds", "Seconds the oldest due pending step has waited", value=lag
+            gauges = None
+        yield _gauge(
+            "nurture_database_up", "1 when the metrics queries succeeded", 1 if gauges else 0
         )
-        errors = CounterMetricFamily(
-            "nurture_provider_errors",
-            "Failed step runs by channel and reason",
-            labels=["channel", "kind"],
-        )
-        for (channel, kind), count in sorted(failures.items()):
-            errors.add_metric([channel, kind], count)
-        yield errors
-        yield _counter(
-            "nurture_inbox_messages",
-            "Messages read from the reply mailbox, by kind (unparseable ones are left in place)",
-            ["kind"],
-            inbox,
-        )
-        held = GaugeMetricFamily(
-            "nurture_provider_held",
-            "1 while a provider that refused our credentials is held (no calls to it)",
-            labels=["provider"],
-        )
-        for provider, until in sorted(holds.items()):
-            held.add_metric([provider], 1 if until > now else 0)
-        yield held
+        if gauges is not None:
+            yield from families(gauges, now)
 
 
-def _counter(name: str, doc: str, labels: list[str], values: dict[str, int]) -> Metric:
-    family = CounterMetricFamily(name, doc, labels=labels)
-    for label, count in sorted(values.items()):
-        family.add_metric([label], count)
-    return family
+def families(found: Gauges, now: datetime) -> Iterator[Metric]:
+    yield _gauge(
+        "nurture_event_intake_pending",
+        "Events answered 202 and not applied yet",
+        found.intake_pending,
+    )
+    yield _gauge(
+        "nurture_event_intake_failed",
+        "Events answered 202 that the database refused when applied (see event_intake.error)",
+        found.intake_failed,
+    )
+    due = GaugeMetricFamily("nurture_steps_due", "Pending steps due now", labels=["channel"])
+    for channel, count in _bounded(found.due, instruments.CHANNELS, DUE_CHANNELS).items():
+        due.add_metric([channel], count)
+    yield due
+    age = (now - found.oldest_due).total_seconds() if found.oldest_due else 0.0
+    yield _gauge(
+        "nurture_oldest_due_step_age_seconds",
+        "Seconds the oldest due pending step has waited (0 when none)",
+        max(0.0, age),
+    )
+    yield _gauge(
+        "nurture_steps_unknown",
+        "Step runs in doubt (handed to a provider, no answer recorded)",
+        found.unknown,
+    )
+    held = GaugeMetricFamily(
+        "nurture_steps_held", "Pending steps waiting for a reason", labels=["reason"]
+    )
+    for reason, count in _bounded(found.held, HELD).items():
+        held.add_metric([reason], count)
+    yield held
+    provider = GaugeMetricFamily(
+        "nurture_provider_held",
+        "1 while a provider that refused our credentials is held (no calls to it)",
+        labels=["provider"],
+    )
+    for name, until in sorted(found.provider_holds.items()):
+        provider.add_metric(
+            [instruments.bounded(name, instruments.PROVIDERS)], 1 if until > now else 0
+        )
+    yield provider
+    yield _gauge("nurture_crm_backlog", "CRM outbox changes not pushed yet", found.crm_backlog)
+    lag = (now - found.crm_oldest).total_seconds() if found.crm_oldest else 0.0
+    yield _gauge(
+        "nurture_crm_sync_lag_seconds",
+        "Age of the oldest CRM change not pushed yet (0 when none)",
+        max(0.0, lag),
+    )
+    if found.last_poll is not None:
+        yield _gauge(
+            "nurture_inbox_last_poll_timestamp_seconds",
+            "Unix time of the reply mailbox's last poll",
+            found.last_poll.timestamp(),
+        )
+    stamp = GaugeMetricFamily(
+        "nurture_heartbeat_timestamp_seconds",
+        "Unix time of the newest heartbeat of a worker or beat process",
+        labels=["role"],
+    )
+    alive = GaugeMetricFamily(
+        "nurture_processes_alive",
+        "Processes whose heartbeat is under 60 s old",
+        labels=["role"],
+    )
+    for role in ROLES:
+        newest, count = found.heartbeats.get(role, (None, 0))
+        if newest is not None:
+            stamp.add_metric([role], newest.timestamp())
+        alive.add_metric([role], count)
+    yield stamp
+    yield alive
+
+
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _bounded(
+    values: dict[str | None, int] | dict[str, int],
+    allowed: frozenset[str],
+    always: tuple[str, ...] = (),
+) -> dict[str, int]:
+    found = dict.fromkeys(always, 0)
+    for label, count in values.items():
+        key = instruments.bounded(label, allowed)
+        found[key] = found.get(key, 0) + count
+    return dict(sorted(found.items()))
 
 
 def render(runtime: Callable[[], Runtime], clock: Callable[[], datetime] | None = None) -> bytes:
     """The exposition text; a fresh registry each time, so nothing is shared or registered
     twice."""
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProcessCollector())
     registry.register(DatabaseCollector(runtime, clock or utcnow))
     return generate_latest(registry)
 
@@ -120,5 +183,5 @@ def render(runtime: Callable[[], Runtime], clock: Callable[[], datetime] | None 
     summary="Prometheus metrics",
 )
 def metrics(request: Request) -> Response:
-    """Prometheus text exposition, counted from the database at scrape time."""
+    """Prometheus text exposition: this role's counters and the database's gauges."""
     return Response(render(request.app.state.runtime_factory), media_type=CONTENT_TYPE_LATEST)

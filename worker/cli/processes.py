@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from worker.cli.common import catalog_failed, err, out, runtime
-from worker.config import settings
+from worker.config import Settings, settings
+from worker.kit.exposition import prepare
 
 app = typer.Typer()
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
@@ -24,9 +25,22 @@ def db_upgrade() -> None:
     out.print("database is up to date")
 
 
+def count_in(config: Settings, role: str) -> None:
+    """Before anything imports prometheus_client: this role's folder for its processes'
+    counters (worker/kit/exposition.py)."""
+    prepare((config.metrics_dir or config.home / "metrics") / role)
+
+
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(min=0, max=65535, help="Serve this process's /metrics on this port (0: none)."),
+]
+
+
 @app.command()
 def run(port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000) -> None:
     """API, worker and beat in one process, on the embedded defaults; no setup needed."""
+    count_in(settings(), f"run-{port}")
     from worker.processes import prepare_local, run_all
     from worker.runtime.process import CatalogError
 
@@ -54,6 +68,7 @@ def api(
     ] = 1,
 ) -> None:
     """The HTTP API (production)."""
+    count_in(settings(), f"api-{port}")
     from worker.processes import console_users_missing, run_api
 
     found = runtime()  # the sequence files are checked before the process starts
@@ -64,17 +79,26 @@ def api(
 
 
 @app.command()
-def worker(concurrency: Annotated[int | None, typer.Option()] = None) -> None:
+def worker(
+    concurrency: Annotated[int | None, typer.Option()] = None,
+    metrics_port: MetricsPort = None,
+) -> None:
     """A Celery worker (production)."""
+    config = settings()
+    port = config.worker_metrics_port if metrics_port is None else metrics_port
+    count_in(config, f"worker-{port}")
     from worker.processes import run_worker
 
     runtime()  # the sequence files are checked before the process starts
-    run_worker(concurrency)
+    run_worker(concurrency, metrics_port=port)
 
 
 @app.command()
-def beat() -> None:
+def beat(metrics_port: MetricsPort = None) -> None:
     """The scheduler: dispatches due steps every second (run one or more: one leads)."""
+    config = settings()
+    port = config.beat_metrics_port if metrics_port is None else metrics_port
+    count_in(config, f"beat-{port}")
     from worker.processes import run_beat
 
-    run_beat(settings())
+    run_beat(config, metrics_port=port)

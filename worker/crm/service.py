@@ -25,7 +25,9 @@ from integrations.ports import (
     TemporaryError,
 )
 from worker.crm import repository as store
+from worker.kit import metrics
 from worker.kit.backoff import backoff
+from worker.runtime.calls import provider_call
 from worker.store.db import transaction
 from worker.store.holds import hold_provider
 
@@ -63,18 +65,23 @@ def push_pending(
     *,
     rounds: int = 10,
     contacts: int = BATCH_CONTACTS,
-    pace: Callable[[], None] | None = None,
+    pace: Callable[[], object] | None = None,
+    provider: str = "other",
 ) -> PushReport:
     """Claim the next changes of up to `contacts` contacts and push them, for up to `rounds`
     batches. `now` is the clock for claims and retry times (tests pass a simulated one);
-    `pace` waits for the policy's `crm` rate before each batch (RateLimited: stop for now)."""
+    `pace` waits for the policy's `crm` rate before each batch (RateLimited: stop for now);
+    `provider` names the backend in the metrics."""
     report = PushReport()
     for _ in range(rounds):
         if pace is not None:
             try:
-                pace()
+                waited = pace()
             except RateLimited:
+                metrics.count_throttled(provider)
                 break  # the account is booked: the next tick goes on
+            if isinstance(waited, float) and waited > 0:
+                metrics.count_throttled(provider)
         with transaction(database) as session:
             held = store.hold_until(session)
             if held is not None and now < held:
@@ -84,7 +91,7 @@ def push_pending(
         if not claimed:
             break
         deferred_before = report.deferred
-        _push(database, crm, claimed, now, report)
+        _push(database, crm, claimed, now, report, provider)
         if report.deferred > deferred_before:
             break  # the CRM is struggling: the rest waits for the retry
     return report
@@ -96,12 +103,18 @@ def as_json(change: store.Claimed) -> dict[str, Any]:
 
 
 def _push(
-    database: Database, crm: Crm, claimed: list[store.Claimed], now: datetime, report: PushReport
+    database: Database,
+    crm: Crm,
+    claimed: list[store.Claimed],
+    now: datetime,
+    report: PushReport,
+    provider: str = "other",
 ) -> None:
     leads = list(dict.fromkeys(c.lead_id for c in claimed))
     refused: str | None = None
     try:
-        result = crm.push([as_json(c) for c in claimed])
+        with provider_call(provider):
+            result = crm.push([as_json(c) for c in claimed])
     except TemporaryError as exc:
         refused = exc.provider if isinstance(exc, CredentialsRefused) else None
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
@@ -110,7 +123,8 @@ def _push(
         if len(leads) > 1:
             # one contact's bad value fails a whole batch: find it, and let the others through
             for lead_id in leads:
-                _push(database, crm, [c for c in claimed if c.lead_id == lead_id], now, report)
+                alone = [c for c in claimed if c.lead_id == lead_id]
+                _push(database, crm, alone, now, report, provider)
             return
         result = PushResult(rejected={leads[0]: _error(exc)})
     _record(database, claimed, result, now, report, refused)

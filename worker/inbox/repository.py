@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
@@ -112,14 +112,6 @@ def mark_message(session: Session, step_run_id: str, status: str, now: datetime)
         .where(col(MessageRow.step_run_id) == step_run_id)
         .values(status=status, updated_at=now)
     )
-
-
-def counts_by_kind(session: Session) -> dict[str, int]:
-    """Messages read from every mailbox, by what they were (for /metrics)."""
-    rows = session.execute(
-        select(col(InboxMessageRow.kind), func.count()).group_by(col(InboxMessageRow.kind))
-    ).all()
-    return {str(kind): int(count) for kind, count in rows}
 
 
 def _insert(session: Session, table: type[Any], values: dict[str, Any], keys: list[str]) -> Any:

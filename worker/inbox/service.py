@@ -29,6 +29,7 @@ from worker.inbox.classify import Inbound, Kind, classify
 from worker.ingest.repository import lead_identity
 from worker.ingest.schemas import EventIn
 from worker.ingest.service import ingest
+from worker.kit import metrics
 from worker.kit.clock import Clock, utcnow
 from worker.kit.errors import NotConfigured
 from worker.kit.signing import verify
@@ -124,6 +125,7 @@ def poll_mailbox(
             polled.skipped += 1
             continue
         polled.kinds[handled.kind.value] += 1
+        metrics.count_inbox(handled.kind.value)
         if handled.event:
             polled.events[handled.event] += 1
         if handled.kind is not Kind.UNPARSEABLE:

@@ -4,7 +4,7 @@ one event at a time), or any unit of ingest work, retried when it loses a unique
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -12,6 +12,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session
 
+from worker.definitions.event_types import known_event_types
 from worker.ingest.schemas import EventIn
 from worker.ingest.service import (
     Arrival,
@@ -21,6 +22,7 @@ from worker.ingest.service import (
     ingest_arrivals,
     ingest_one,
 )
+from worker.kit import metrics
 from worker.kit.clock import utcnow
 from worker.runtime.process import Runtime
 from worker.store.db import transaction
@@ -54,16 +56,20 @@ def atomically(runtime: Runtime, work: Callable[[Session, datetime], T]) -> T:
 def apply(runtime: Runtime, event: EventIn, *, source: str = "api") -> Ingested:
     """One event, one transaction. A concurrent insert of the same id or the same new lead
     loses on a unique key; the second try then finds what the first one wrote."""
-    return atomically(
+    found = atomically(
         runtime, lambda session, now: ingest(session, runtime.engine, event, now, source=source)
     )
+    count_ingested(runtime, [Arrival(event, source)], [found])
+    return found
 
 
 def apply_arrival(runtime: Runtime, arrival: Arrival) -> Ingested:
     """`apply` for an arrival (its source, and an event id fixed earlier)."""
-    return atomically(
+    found = atomically(
         runtime, lambda session, now: ingest_one(session, runtime.engine, arrival, now)
     )
+    count_ingested(runtime, [arrival], [found])
+    return found
 
 
 def apply_batch(
@@ -105,7 +111,9 @@ def _batch_or_none(runtime: Runtime, arrivals: list[Arrival]) -> list[Ingested |
     for attempt in range(2):
         try:
             with transaction(runtime.database) as session:
-                return _unless_queued(session, runtime, arrivals)
+                found = _unless_queued(session, runtime, arrivals)
+            count_ingested(runtime, arrivals, found)
+            return found
         except IntegrityError:
             if attempt == 0:
                 continue
@@ -143,3 +151,17 @@ def apply_or_error(
         return apply(runtime, event, source=source)
     except (IntegrityError, DataError) as exc:
         return NotStored(f"the database refused this event: {type(exc.orig).__name__}")
+
+
+def count_ingested(
+    runtime: Runtime, arrivals: Sequence[Arrival], results: Sequence[object]
+) -> None:
+    """`nurture_events_ingested_total`: the events recorded (not repeats, not refusals, not
+    those still queued: a queued event counts when it is applied), by source."""
+    recorded: dict[str, list[str]] = {}
+    for arrival, result in zip(arrivals, results, strict=True):
+        if isinstance(result, Ingested) and not result.duplicate:
+            recorded.setdefault(arrival.source, []).append(arrival.event.type)
+    known = known_event_types(runtime.catalog) if recorded else frozenset[str]()
+    for source, types in recorded.items():
+        metrics.count_events(source, types, known)

@@ -12,12 +12,14 @@ from datetime import datetime
 from sqlmodel import Session
 
 from worker.crm.changes import record_message_status
+from worker.definitions.event_types import BUILT_IN
 from worker.engine.core import Engine
-from worker.ingest.intake import atomically
+from worker.ingest.intake import atomically, count_ingested
 from worker.ingest.repository import lead_identity
 from worker.ingest.schemas import EventIn
-from worker.ingest.service import Ingested, ingest
+from worker.ingest.service import Arrival, Ingested, ingest
 from worker.ingest.sources.twilio import Inbound, moves_forward, status_events
+from worker.kit import metrics
 from worker.runtime.process import Runtime
 from worker.store.locks import lock_lead
 from worker.store.messages import find_by_provider_id, set_status
@@ -91,6 +93,7 @@ def _record_status(
             event = EventIn(id=key, type=kind, lead=identity, properties=properties)
             if not ingest(session, engine, event, now, source="twilio").duplicate:
                 emitted.append(kind)
+                metrics.count_events("twilio", [kind], BUILT_IN)
     return StatusRecorded(
         message_sid=message_sid, status=status, changed=True, events=emitted, confirmed=confirmed
     )
@@ -136,7 +139,9 @@ def record_inbound(runtime: Runtime, inbound: Inbound) -> Ingested:
             _opened_whatsapp_session(session, found.lead_id, now)
         return found
 
-    return atomically(runtime, record)
+    found = atomically(runtime, record)
+    count_ingested(runtime, [Arrival(inbound.event, "twilio")], [found])
+    return found
 
 
 def _opened_whatsapp_session(session: Session, lead_id: str, now: datetime) -> None:

@@ -88,17 +88,17 @@ class Runtime:
         """Whether the policy limits the rate of `channel`'s provider account."""
         return rate_of(self.catalog.policy.rate_limits, channel) is not None
 
-    def throttle(self, channel: str) -> None:
-        """Wait for a slot before handing a `channel` message to its provider. Raises
-        RateLimited when the account is booked beyond the longest wait."""
+    def throttle(self, channel: str) -> float:
+        """Wait for a slot before handing a `channel` message to its provider: the seconds
+        waited. Raises RateLimited when the account is booked beyond the longest wait."""
         rate = rate_of(self.catalog.policy.rate_limits, channel)
         if rate is None:
-            return
+            return 0.0
         if self.limiter is None:
             with self.lock:  # one limiter per runtime, however many threads ask first
                 if self.limiter is None:
                     self.limiter = limiter_for(self.config)
-        self.limiter.acquire(account(self.config, channel), rate)
+        return self.limiter.acquire(account(self.config, channel), rate)
 
     def reload(self) -> Catalog:
         """All or nothing: a broken commit changes nothing (raises CatalogError)."""

@@ -3,7 +3,8 @@ render every part, and move the ones that go `queued → claimed` by compare-and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
@@ -33,6 +34,8 @@ class Claimed:
     lead_id: str
     composed: Composed
     to: str | None
+    since: float = field(default_factory=time.monotonic, compare=False)
+    """When it was claimed (time.monotonic), for `nurture_send_duration_seconds`."""
 
 
 def claim(

@@ -22,13 +22,15 @@ from integrations.ports import (
     TemporaryError,
     TextMessage,
 )
+from worker.kit import metrics
 from worker.kit.clock import Clock
+from worker.runtime.calls import provider_call
 from worker.runtime.process import Runtime
 from worker.sending.claim import Claimed
 from worker.sending.desk import Desk, Said
 from worker.sending.email import email_message
 from worker.sending.faults import fault, stops_at
-from worker.sending.holds import held_channels
+from worker.sending.holds import held_channels, provider_of
 from worker.sending.record import Answer
 from worker.store.steps import Accepted
 
@@ -55,11 +57,15 @@ def hand_over(
                 said = None
                 fault(runtime, "mid_batch", number - 1)
             if limited:
+                provider = provider_of(runtime.config, each.composed.channel)
                 try:
-                    runtime.throttle(each.composed.channel)
+                    waited = runtime.throttle(each.composed.channel)
                 except RateLimited as exc:  # booked beyond the longest wait: back to pending
+                    metrics.count_throttled(provider)
                     said = (each, exc)
                     continue
+                if waited > 0:
+                    metrics.count_throttled(provider)
             handed = desk.commit(said, each)
             said = None
             if not handed:
@@ -91,6 +97,11 @@ def _call(runtime: Runtime, claimed: Claimed, results: dict[str, str]) -> Answer
 
 def deliver(runtime: Runtime, claimed: Claimed) -> SendResult:
     """Give one step to its provider: email, text (SMS, WhatsApp) or a CRM task."""
+    with provider_call(provider_of(runtime.config, claimed.composed.channel)):
+        return _deliver(runtime, claimed)
+
+
+def _deliver(runtime: Runtime, claimed: Claimed) -> SendResult:
     composed = claimed.composed
     reference = claimed.step_run_id
     if composed.channel in ("email", "notify"):

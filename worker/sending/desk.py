@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from integrations.ports import SendResult
+from worker.kit import metrics
 from worker.kit.clock import Clock
 from worker.runtime.process import Runtime
 from worker.sending.claim import Claimed
@@ -76,6 +77,8 @@ class Desk:
         if said is not None and found is not None:
             claimed, answer = said
             self.results[claimed.step_run_id] = found
+            metrics.count_send(claimed.composed.channel, send_result(answer, found),
+                               time.monotonic() - claimed.since)  # fmt: skip
             if isinstance(answer, SendResult):
                 message = Accepted(at, answer.provider_message_id, claimed.composed.subject)
                 self.accepted.append((claimed, message))
@@ -111,3 +114,11 @@ class Desk:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+
+def send_result(answer: Answer, recorded: str) -> str:
+    """The `result` label of `nurture_sends_total`: sent, failed, or deferred (a retry, a
+    rate limit, a held provider: the step waits)."""
+    if isinstance(answer, SendResult):
+        return "sent"
+    return "failed" if recorded.startswith("failed") else "deferred"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from worker.kit import metrics
 from worker.runtime.process import Runtime
 from worker.sending.complete import complete_accepted
 from worker.store.db import transaction
@@ -34,4 +35,6 @@ def sweep_steps(runtime: Runtime, now: datetime) -> Swept:
     unknown_after = timedelta(seconds=runtime.config.unknown_after_seconds)
     with transaction(runtime.database) as session:
         swept = sweep(session, now, unknown_after)
+    for channel in swept.unknown_channels:
+        metrics.count_send(channel, "unknown")
     return replace(swept, completed=complete_accepted(runtime, now))

@@ -1,5 +1,5 @@
-"""Counting queries for the funnel (`GET /v1/sequences/{id}/stats`, `nurture stats`) and for
-`/metrics`. Every count is one GROUP BY over a table, never a loop over rows.
+"""Counting queries for the funnel (`GET /v1/sequences/{id}/stats`, `nurture stats`). Every
+count is one GROUP BY over a table, never a loop over rows.
 
 Engagement attaches to a step run: opens and clicks carry `properties.step_run`; a reply or an
 unsubscribe that names no step run goes to the lead's last message sent before it on the same
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, distinct, exists, func, or_, select
@@ -221,42 +220,3 @@ def known_sequence(session: Session, sequence_id: str) -> bool:
         select(col(EnrollmentRow.id)).where(col(EnrollmentRow.sequence_id) == sequence_id).limit(1)
     ).first()
     return found is not None
-
-
-# -- /metrics ---------------------------------------------------------------------------------
-
-
-def events_by_type(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(col(EventRow.type), func.count()).group_by(col(EventRow.type))
-    ).all()
-    return {str(kind): int(count) for kind, count in rows}
-
-
-def steps_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(col(StepRunRow.status), func.count()).group_by(col(StepRunRow.status))
-    ).all()
-    return {str(status): int(count) for status, count in rows}
-
-
-def oldest_due(session: Session, now: datetime) -> datetime | None:
-    """The due time of the longest-waiting pending step (the partial due index answers)."""
-    found: datetime | None = session.execute(
-        select(func.min(col(StepRunRow.due_at))).where(
-            col(StepRunRow.status) == "pending",
-            col(StepRunRow.due_at).is_not(None),
-            col(StepRunRow.due_at) <= now,
-        )
-    ).scalar_one()
-    return found
-
-
-def failures(session: Session) -> dict[tuple[str, str], int]:
-    """Failed step runs by (channel, reason): the provider's code, or render_error."""
-    rows = session.execute(
-        select(col(StepRunRow.channel), col(StepRunRow.reason), func.count())
-        .where(col(StepRunRow.status) == "failed")
-        .group_by(col(StepRunRow.channel), col(StepRunRow.reason))
-    ).all()
-    return {(str(c or "none"), str(r or "none")): int(n) for c, r, n in rows}

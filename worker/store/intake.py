@@ -93,3 +93,11 @@ def queued_count(session: Session) -> int:
         select(func.count()).select_from(IntakeRow).where(col(IntakeRow.failed_at).is_(None))
     )
     return int(found.scalar_one())
+
+
+def failed_count(session: Session) -> int:
+    """Queued events the database refused when they were applied (they stay, with the error)."""
+    found = session.execute(
+        select(func.count()).select_from(IntakeRow).where(col(IntakeRow.failed_at).is_not(None))
+    )
+    return int(found.scalar_one())

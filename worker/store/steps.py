@@ -16,7 +16,7 @@ when the worker died first, from the sweeper (`accepted_awaiting`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,8 @@ class Swept:
     unknown: int
     completed: int = 0
     """Accepted sends a dead worker left unwritten, written back into their leads' worlds."""
+    unknown_channels: list[str | None] = field(default_factory=list)
+    """The channel of each step that turned unknown."""
 
 
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta = LEASE) -> list[str]:
@@ -85,11 +87,12 @@ def sweep(session: Session, now: datetime, unknown_after: timedelta = HANDED_OVE
         text(
             "UPDATE step_runs SET status = 'unknown', reason = 'unknown', finished_at = :now, "
             "due_at = NULL WHERE status = 'sending' AND claimed_at < :cutoff "
-            f"AND NOT {_HAS_MESSAGE}"
+            f"AND NOT {_HAS_MESSAGE} RETURNING channel"
         ),
         {"now": db_time(session, now), "cutoff": db_time(session, now - unknown_after)},
     )
-    return Swept(_count(requeued), _count(unknown))
+    channels = [row[0] for row in unknown]
+    return Swept(_count(requeued), len(channels), unknown_channels=channels)
 
 
 def _count(result: object) -> int:

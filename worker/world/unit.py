@@ -13,6 +13,7 @@ from sqlmodel import Session
 from worker.crm.changes import record_changes
 from worker.engine.core import Engine
 from worker.engine.state import Outcome
+from worker.kit import metrics
 from worker.kit.clock import Clock, utcnow
 from worker.kit.errors import NotFound
 from worker.runtime.process import Runtime
@@ -39,6 +40,15 @@ def finish(
     loaded.lead_row.wake_at = engine.next_wakeup(loaded.world, now)
     session.add(loaded.lead_row)
     record_changes(session, engine, loaded, outcome, now)  # the CRM outbox, same transaction
+    count_skips(outcome)
+
+
+def count_skips(outcome: Outcome) -> None:
+    """`nurture_steps_skipped_total`: the steps the engine skipped (a failure's timeline entry
+    says `skip` too, with a reason that is not a skip's)."""
+    for entry in outcome.entries:
+        if entry.action == "skip" and entry.reason in metrics.SKIP_REASONS:
+            metrics.count_skip(entry.reason)
 
 
 def act_locked(session: Session, engine: Engine, lead_id: str, act: Act, now: datetime) -> Outcome:

@@ -7,6 +7,8 @@ from sqlmodel import SQLModel
 
 import worker.store.counter_rows
 import worker.store.event_keys
+import worker.store.gauges  # its index on step_runs
+import worker.store.heartbeats
 import worker.store.intake
 import worker.store.leases
 import worker.store.tables  # noqa: F401  (these register the tables)

@@ -2,7 +2,7 @@
 that count an outcome once, and an index for the steps waiting now (issue 16)
 
 Revision ID: 1i_outcome_counters
-Revises: 1g_accounts
+Revises: 1h_event_intake
 Create Date: 2026-12-05 06:00:00
 
 After upgrading, `nurture stats backfill` fills the counters from the history already stored

@@ -2,7 +2,7 @@
 duties, the idempotency keys of pruned events, and an index to prune events by arrival
 
 Revision ID: 1k_leases_retention
-Revises: 1g_accounts
+Revises: 1j_heartbeats
 Create Date: 2026-12-05 06:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import worker.store.tables
 
 revision: str = "1k_leases_retention"
-down_revision: str | None = "1i_outcome_counters"
+down_revision: str | None = "1j_heartbeats"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
