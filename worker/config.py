@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = None
     """Where each role keeps its counters (prometheus-client's multiprocess files), a folder per
     role and port inside, emptied when the process starts; default `<home>/metrics`."""
+    # deploy (issue 16): Flower (docs/deploy.md)
+    worker_events: bool = False
+    """Celery task events (task received, started, succeeded …) for Flower: a worker sends
+    them, and every process sends one when it queues a task (`nurture worker --events`)."""
 
     @model_validator(mode="after")
     def _renew_within_lease(self) -> Settings:

@@ -120,12 +120,17 @@ def run_all(config: Settings, port: int) -> None:
         thread.join(timeout=5)
 
 
-def run_worker(concurrency: int | None, metrics_port: int = 0) -> None:
+def run_worker(concurrency: int | None, metrics_port: int = 0, events: bool = False) -> None:
+    """`nurture worker`; with `events`, Celery task events for Flower (docs/deploy.md)."""
     from worker.tasks import app, worker_argv
 
     heartbeat.install(app, _database, worker=("worker",), beat=False)
     exposition.serve(settings().metrics_host, metrics_port)
-    app.worker_main(worker_argv(pool="prefork", concurrency=concurrency))
+    argv = worker_argv(pool="prefork", concurrency=concurrency)
+    if events:
+        app.conf.task_send_sent_event = True  # the sends this worker queues (dispatch.tick)
+        argv.append("--task-events")
+    app.worker_main(argv)
 
 
 def run_beat(config: Settings, metrics_port: int = 0) -> None:

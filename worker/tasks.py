@@ -72,6 +72,9 @@ def make_app(config: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=4,
         broker_connection_retry_on_startup=True,
+        # task events for Flower (docs/deploy.md); `nurture worker --events` turns them on too
+        worker_send_task_events=config.worker_events,
+        task_send_sent_event=config.worker_events,
         beat_schedule={
             # a tick that could not start in time is dropped, not piled up behind the sends
             "dispatch": {

@@ -126,12 +126,12 @@ def families(found: Gauges, now: datetime) -> Iterator[Metric]:
         "Age of the oldest CRM change not pushed yet (0 when none)",
         max(0.0, lag),
     )
-    if found.last_poll is not None:
-        yield _gauge(
-            "nurture_inbox_last_poll_timestamp_seconds",
-            "Unix time of the reply mailbox's last poll",
-            found.last_poll.timestamp(),
-        )
+    poll = GaugeMetricFamily(
+        "nurture_inbox_last_poll_timestamp_seconds", "Unix time of the reply mailbox's last poll"
+    )
+    if found.last_poll is not None:  # declared, without a sample, until the first poll
+        poll.add_metric([], found.last_poll.timestamp())
+    yield poll
     stamp = GaugeMetricFamily(
         "nurture_heartbeat_timestamp_seconds",
         "Unix time of the newest heartbeat of a worker or beat process",

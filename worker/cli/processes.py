@@ -82,6 +82,9 @@ def api(
 def worker(
     concurrency: Annotated[int | None, typer.Option()] = None,
     metrics_port: MetricsPort = None,
+    events: Annotated[
+        bool, typer.Option("--events", help="Celery task events for Flower (NURTURE_WORKER_EVENTS)")
+    ] = False,
 ) -> None:
     """A Celery worker (production)."""
     config = settings()
@@ -89,8 +92,8 @@ def worker(
     count_in(config, f"worker-{port}")
     from worker.processes import run_worker
 
-    runtime()  # the sequence files are checked before the process starts
-    run_worker(concurrency, metrics_port=port)
+    found = runtime()  # the sequence files are checked before the process starts
+    run_worker(concurrency, metrics_port=port, events=events or found.config.worker_events)
 
 
 @app.command()

@@ -65,6 +65,9 @@ def serve(host: str, port: int) -> None:
         return
     from prometheus_client import start_http_server
 
+    from worker.kit.metrics import initialize
+
+    initialize()
     try:
         start_http_server(port, addr=host, registry=registry())
     except OSError as exc:  # another process on the port: say which setting moves it

@@ -101,6 +101,22 @@ INBOX_MESSAGES = Counter(
 )
 
 
+def initialize() -> None:
+    """Every series of the counters whose labels are all bounded, at zero: a scrape shows them
+    before the first one happens (alerts and panels find them; `rate()` has a start)."""
+    for reason in SKIP_REASONS:
+        SKIPS.labels(reason)
+    for channel in CHANNELS:
+        for result in RESULTS:
+            SENDS.labels(channel, result)
+    for provider in PROVIDERS:
+        THROTTLED.labels(provider)
+        for kind in ERROR_KINDS:
+            PROVIDER_ERRORS.labels(provider, kind)
+    for kind in INBOX_KINDS:
+        INBOX_MESSAGES.labels(kind)
+
+
 def bounded(value: str | None, allowed: Iterable[str]) -> str:
     """`value` when it is one of `allowed`, else `other`: a label never grows unbounded."""
     return value if value is not None and value in allowed else OTHER
