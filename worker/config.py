@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     kill it there: `after_claim` (claimed, nothing handed over), `mid_batch` (`fault_after`
     messages accepted and recorded, none in doubt), `after_send` (the provider accepted the
     `fault_after`-th message, not recorded yet), `before_record` (every message recorded, the
-    write-back into the leads' worlds not done)."""
+    write-back into the leads' worlds not done); in the API, `before_drain` (events answered
+    202 `queued` and written to the intake, not applied yet)."""
     fault_seconds: float = 30.0
     fault_after: int = 1
     """The message of a batch (1 = the first) at which `mid_batch` and `after_send` stop."""
