@@ -35,7 +35,8 @@ def test_nurture_worker_turns_events_on_from_the_option_or_the_setting(
 ) -> None:
     started: list[bool] = []
     monkeypatch.setattr(
-        "worker.processes.run_worker", lambda concurrency, metrics_port, events: started.append(events)
+        "worker.processes.run_worker",
+        lambda concurrency, metrics_port, events: started.append(events),
     )
     root = Path(__file__).resolve().parents[2]  # the sample sequences, checked at start
     monkeypatch.chdir(tmp_path)
